@@ -38,6 +38,10 @@ pub const INITIAL_REQUEST_WINDOW: u32 = 64 * 1024;
 /// Response-body bytes a worker may send before the front grants more credit.
 pub const INITIAL_RESPONSE_WINDOW: u32 = 256 * 1024;
 
+/// Exit status of a worker whose application could not be imported; the front tells it
+/// apart from a crash (at start-up it means: stop, the configuration is wrong).
+pub const EXIT_APP_LOAD_FAILED: i32 = 3;
+
 const HEADER_LEN: usize = 4 + 1 + 4;
 
 /// A decoding failure: the peer is broken or not a spillway process; drop the connection.

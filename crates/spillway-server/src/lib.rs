@@ -1,1 +1,227 @@
-//! x
+//! The front: owns every listening socket and client connection, parses HTTP, admits
+//! requests into one fair queue, dispatches each request to a worker process over frames,
+//! and supervises those workers. It never links Python.
+
+mod access_log;
+mod admission;
+pub mod config;
+mod http;
+mod listener;
+mod supervisor;
+mod worker;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ::http::HeaderValue;
+use bytes::Bytes;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::{mpsc, watch};
+
+pub use config::{AccessLog, BindAddr, ServerConfig, WorkerCommand};
+pub use listener::somaxconn;
+
+use crate::access_log::AccessLogger;
+use crate::admission::Pool;
+use crate::http::{Front, Peer};
+use crate::listener::Listener;
+use crate::supervisor::{SlotEvent, Supervisor};
+
+/// Why the server stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The application failed to import at start (the traceback is in the log above).
+    #[error("could not load APP '{0}' (see the traceback above)")]
+    AppLoad(String),
+    /// Workers could not be started at all.
+    #[error("could not start workers: {0}")]
+    WorkerStart(String),
+    /// The access log could not be opened.
+    #[error("cannot open the access log: {0}")]
+    AccessLog(std::io::Error),
+    /// Signal handlers could not be installed.
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
+}
+
+/// Serves until SIGTERM/SIGINT (graceful) or SIGQUIT / a second signal (immediate).
+pub async fn serve(cfg: ServerConfig) -> Result<(), ServerError> {
+    let access_log = match &cfg.access_log {
+        Some(t) => Some(AccessLogger::open(t).map_err(ServerError::AccessLog)?),
+        None => None,
+    };
+    let mut listeners = Vec::new();
+    for addr in &cfg.binds {
+        let l = listener::bind(addr, cfg.backlog).map_err(|source| ServerError::Bind {
+            addr: addr.to_string(),
+            source,
+        })?;
+        listeners.push(l);
+    }
+    let mut term = signal(SignalKind::terminate()).map_err(ServerError::Signals)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(ServerError::Signals)?;
+    let mut quit = signal(SignalKind::quit()).map_err(ServerError::Signals)?;
+
+    let pool = Pool::new();
+    let keep_alive_value = HeaderValue::from_str(&format!("timeout={}", cfg.keep_alive.as_secs()))
+        .unwrap_or(HeaderValue::from_static("timeout=75"));
+    let front = Arc::new(Front {
+        cfg: cfg.clone(),
+        pool: pool.clone(),
+        access_log,
+        keep_alive_value,
+    });
+    let (drain_tx, drain_rx) = watch::channel(false);
+    // Accept from the first moment: requests wait in the queue until workers are ready.
+    let mut accept_tasks = Vec::new();
+    for (l, name) in listeners {
+        accept_tasks.push(tokio::spawn(accept_loop(l, name, front.clone(), drain_rx.clone())));
+    }
+
+    let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
+    let sup = Supervisor::new(pool.clone(), cfg.worker_command.clone(), ev_tx);
+    let mut slots = Vec::new();
+    for i in 0..cfg.workers {
+        slots.push(tokio::spawn(sup.clone().run_slot(i)));
+    }
+
+    // Start-up: every worker must import the application once, or we stop.
+    let mut ready = 0;
+    let mut start_failures = 0;
+    let started = Instant::now();
+    while ready < cfg.workers {
+        tokio::select! {
+            ev = ev_rx.recv() => match ev {
+                Some(SlotEvent::Ready) => ready += 1,
+                Some(SlotEvent::AppLoadFailed) => {
+                    sup.stop();
+                    return Err(ServerError::AppLoad(cfg.app.clone()));
+                }
+                Some(SlotEvent::StartFailed(e)) => {
+                    start_failures += 1;
+                    if start_failures >= 3 * cfg.workers {
+                        sup.stop();
+                        return Err(ServerError::WorkerStart(e));
+                    }
+                }
+                None => return Err(ServerError::WorkerStart("supervisor stopped".into())),
+            },
+            _ = term.recv() => { sup.stop(); return Ok(()); }
+            _ = int.recv() => { sup.stop(); return Ok(()); }
+            _ = quit.recv() => { sup.stop(); return Ok(()); }
+        }
+    }
+    tracing::info!(
+        app = %cfg.app,
+        workers = cfg.workers,
+        threads = cfg.threads,
+        startup_ms = started.elapsed().as_millis() as u64,
+        "ready"
+    );
+    // Later slot events (restarts) are logged by the supervisor itself.
+    tokio::spawn(async move { while ev_rx.recv().await.is_some() {} });
+
+    let why = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+        _ = quit.recv() => {
+            tracing::info!("SIGQUIT: stopping at once");
+            sup.stop();
+            kill_workers(&sup);
+            return Ok(());
+        }
+    };
+    tracing::info!(signal = why, graceful_timeout_s = cfg.graceful_timeout.as_secs(), "shutting down: no new connections, finishing requests in flight");
+    let _ = drain_tx.send(true);
+    for t in &accept_tasks {
+        t.abort();
+    }
+    for b in &cfg.binds {
+        if let BindAddr::Unix(p) = b {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+    let deadline = Instant::now() + cfg.graceful_timeout;
+    let drained = async {
+        while sup.in_flight() > 0 || pool.queue_len() > 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::select! {
+        _ = drained => {}
+        _ = tokio::time::sleep_until(deadline.into()) => {
+            tracing::warn!(in_flight = sup.in_flight(), "graceful timeout reached; stopping with requests in flight");
+        }
+        _ = term.recv() => tracing::warn!("second signal: stopping at once"),
+        _ = int.recv() => tracing::warn!("second signal: stopping at once"),
+        _ = quit.recv() => tracing::warn!("SIGQUIT: stopping at once"),
+    }
+    pool.close();
+    sup.stop();
+    let all_exited = async {
+        for s in slots {
+            let _ = s.await;
+        }
+    };
+    if tokio::time::timeout(Duration::from_secs(5), all_exited).await.is_err() {
+        kill_workers(&sup);
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn kill_workers(sup: &Supervisor) {
+    for pid in sup.pids() {
+        // SAFETY: kill(2) on a pid we started; at worst the process is already gone.
+        unsafe {
+            libc::kill(pid as libc::pid_t, libc::SIGKILL);
+        }
+    }
+}
+
+async fn accept_loop(l: Listener, name: String, front: Arc<Front>, draining: watch::Receiver<bool>) {
+    let mut last_error_log: Option<Instant> = None;
+    loop {
+        let accepted = match &l {
+            Listener::Tcp(t) => t.accept().await.map(|(s, peer)| {
+                let _ = s.set_nodelay(true);
+                let local = s.local_addr().ok();
+                let p = Peer {
+                    remote_addr: Bytes::from(peer.ip().to_string()),
+                    remote_port: Bytes::from(peer.port().to_string()),
+                    server_name: Bytes::from(local.map_or_else(String::new, |a| a.ip().to_string())),
+                    server_port: Bytes::from(local.map_or_else(String::new, |a| a.port().to_string())),
+                    label: peer.to_string(),
+                };
+                tokio::spawn(http::serve_connection(s, p, front.clone(), draining.clone()));
+            }),
+            Listener::Unix(u) => u.accept().await.map(|(s, _)| {
+                let p = Peer {
+                    remote_addr: Bytes::new(),
+                    remote_port: Bytes::new(),
+                    server_name: Bytes::from(name.trim_start_matches("unix:").to_owned()),
+                    server_port: Bytes::new(),
+                    label: name.clone(),
+                };
+                tokio::spawn(http::serve_connection(s, p, front.clone(), draining.clone()));
+            }),
+        };
+        if let Err(e) = accepted {
+            // EMFILE and friends: the connection stays in the kernel queue; say so at most
+            // once a second and retry shortly instead of spinning.
+            if last_error_log.is_none_or(|t| t.elapsed() > Duration::from_secs(1)) {
+                tracing::warn!(listener = %name, error = %e, "accept failed; retrying");
+                last_error_log = Some(Instant::now());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}

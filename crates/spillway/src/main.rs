@@ -1,1 +1,93 @@
-fn main() {}
+//! `spillway`: command line, configuration and wiring. Serving is in `spillway-server`,
+//! the Python worker in `spillway-wsgi`; this file only connects them.
+
+mod cli;
+mod settings;
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+use cli::{Cli, Command};
+
+fn init_logging(level: &str) {
+    let filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Some(Command::Doctor(args)) => spillway_doctor::run(args),
+        Some(Command::Bench(args)) => spillway_bench::run(args),
+        Some(Command::Worker(args)) => run_worker(args),
+        None => serve(cli.serve),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            // One line: what failed and why, outermost context first.
+            eprintln!("spillway: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(mut args: cli::ServeArgs) -> anyhow::Result<ExitCode> {
+    settings::merge_file(&mut args)?;
+    let settings = settings::resolve(args)?;
+    init_logging(&settings.log_level);
+    let cfg = settings.server;
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        app = %cfg.app,
+        workers = cfg.workers,
+        threads = cfg.threads,
+        "starting"
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("spillway-front")
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(spillway_server::serve(cfg))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(feature = "python")]
+fn run_worker(args: cli::WorkerArgs) -> anyhow::Result<ExitCode> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    init_logging(&args.log_level);
+    if args.fd != 3 {
+        anyhow::bail!("__worker: --fd must be 3 (the front passes the socket there)");
+    }
+    // SAFETY: fd 3 was set up by the front (dup2 before exec) and nothing else in this
+    // process has taken ownership of it.
+    let fd = unsafe { OwnedFd::from_raw_fd(3) };
+    let socket = std::os::unix::net::UnixStream::from(fd);
+    let spec = spillway_wsgi::WorkerSpec {
+        app: args.app,
+        threads: args.threads,
+        pythonpath: args.pythonpath,
+        virtualenv: args.virtualenv,
+        multiprocess: args.multiprocess,
+    };
+    match spillway_wsgi::run(spec, socket) {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(spillway_wsgi::WorkerError::AppLoad { .. }) => {
+            Ok(ExitCode::from(spillway_proto::EXIT_APP_LOAD_FAILED as u8))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(not(feature = "python"))]
+fn run_worker(_args: cli::WorkerArgs) -> anyhow::Result<ExitCode> {
+    anyhow::bail!("this spillway was built without the `python` feature: it cannot run workers")
+}

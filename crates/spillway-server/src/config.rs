@@ -1,0 +1,80 @@
+//! The front's validated configuration. The binary parses flags, environment and file,
+//! validates once, and hands this typed value over; nothing here parses text.
+
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Where to listen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BindAddr {
+    /// A TCP address (`127.0.0.1:8000`, `[::]:8000`).
+    Tcp(SocketAddr),
+    /// A Unix domain socket path (`unix:/run/app.sock`).
+    Unix(PathBuf),
+}
+
+impl std::fmt::Display for BindAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BindAddr::Tcp(a) => write!(f, "{a}"),
+            BindAddr::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+/// Where access log lines go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessLog {
+    /// Standard output.
+    Stdout,
+    /// Appended to a file.
+    File(PathBuf),
+}
+
+/// How to start a worker process (the binary re-executing itself).
+#[derive(Debug, Clone)]
+pub struct WorkerCommand {
+    /// Program to run (normally `/proc/self/exe`).
+    pub program: PathBuf,
+    /// Arguments, ending with what the worker needs to know.
+    pub args: Vec<OsString>,
+    /// Extra environment for the application (`--env`).
+    pub env: Vec<(OsString, OsString)>,
+    /// Working directory (`--chdir`).
+    pub cwd: Option<PathBuf>,
+}
+
+/// Everything the front needs, validated.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// The APP spec, for messages.
+    pub app: String,
+    /// Listeners.
+    pub binds: Vec<BindAddr>,
+    /// Worker processes.
+    pub workers: usize,
+    /// Python threads per worker.
+    pub threads: u16,
+    /// `listen()` backlog requested.
+    pub backlog: u32,
+    /// Idle time after which a keep-alive connection is closed (announced to clients).
+    pub keep_alive: Duration,
+    /// Time a client has to send a complete request head.
+    pub header_timeout: Duration,
+    /// Longest request target (414 above).
+    pub limit_request_line: usize,
+    /// Most header fields (431 above).
+    pub limit_request_fields: usize,
+    /// Longest header field, name plus value (431 above).
+    pub limit_request_field_size: usize,
+    /// `SCRIPT_NAME` prefix, empty for none.
+    pub root_path: String,
+    /// Access log destination, if any.
+    pub access_log: Option<AccessLog>,
+    /// How long shutdown waits for requests in flight.
+    pub graceful_timeout: Duration,
+    /// How workers are started.
+    pub worker_command: WorkerCommand,
+}

@@ -1,0 +1,115 @@
+"""Spillway worker bootstrap: prepares sys.path and loads the WSGI application.
+
+Embedded in the worker binary. Python code, not Rust, because loading an app is import
+machinery through and through, and errors must surface as ordinary Python tracebacks.
+"""
+import ast
+import importlib
+import importlib.util
+import os
+import site
+import sys
+
+
+def prepare(argv0, executable, chdir_dir, pythonpath, virtualenv):
+    """Give the application the interpreter state it would have under `python app.py`."""
+    # OpenStack services parse sys.argv at import (oslo.config): never show them our flags.
+    sys.argv = [argv0]
+    if executable:
+        # Embedded, sys.executable would be the spillway binary; multiprocessing and
+        # subprocess users need a real interpreter.
+        sys.executable = executable
+    if virtualenv:
+        ver = "python%d.%d" % sys.version_info[:2]
+        sp = os.path.join(virtualenv, "lib", ver, "site-packages")
+        if not os.path.isdir(sp):
+            raise RuntimeError(
+                "virtualenv %r has no %s (was it created with %s?)" % (virtualenv, sp, ver)
+            )
+        before = list(sys.path)
+        site.addsitedir(sp)
+        added = [p for p in sys.path if p not in before]
+        # The virtualenv's packages win over the base interpreter's, as under its python.
+        sys.path[:] = added + before
+        sys.prefix = sys.exec_prefix = virtualenv
+        venv_python = os.path.join(virtualenv, "bin", "python")
+        if os.path.exists(venv_python):
+            sys.executable = venv_python
+    for p in reversed(pythonpath):
+        sys.path.insert(0, os.path.abspath(p))
+    # Like `python -m`, the working directory is importable.
+    cwd = os.path.abspath(chdir_dir or os.getcwd())
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+
+
+def _resolve(mod, node, spec):
+    if isinstance(node, ast.Name):
+        return getattr(mod, node.id)
+    if isinstance(node, ast.Attribute):
+        return getattr(_resolve(mod, node.value, spec), node.attr)
+    raise ValueError("APP %r: %r is not a name or dotted name" % (spec, ast.dump(node)))
+
+
+def load(spec):
+    """Load `module:callable`, `module:factory(args)` or `path/to/file.py:callable`."""
+    if ":" in spec:
+        module_part, obj_part = spec.rsplit(":", 1)
+    else:
+        module_part, obj_part = spec, "application"
+    if not module_part or not obj_part:
+        raise ValueError("APP %r: expected module:callable" % spec)
+    if module_part.endswith(".py") or os.sep in module_part:
+        path = os.path.abspath(module_part)
+        if not os.path.isfile(path):
+            raise FileNotFoundError("APP %r: no such file %s" % (spec, path))
+        name = os.path.splitext(os.path.basename(path))[0]
+        directory = os.path.dirname(path)
+        if directory not in sys.path:
+            sys.path.insert(0, directory)
+        mspec = importlib.util.spec_from_file_location(name, path)
+        mod = importlib.util.module_from_spec(mspec)
+        sys.modules[name] = mod
+        mspec.loader.exec_module(mod)
+    else:
+        mod = importlib.import_module(module_part)
+    try:
+        expr = ast.parse(obj_part.strip(), mode="eval").body
+    except SyntaxError:
+        raise ValueError("APP %r: %r is not a callable name or factory call" % (spec, obj_part))
+    if isinstance(expr, ast.Call):
+        args = [ast.literal_eval(a) for a in expr.args]
+        kwargs = {k.arg: ast.literal_eval(k.value) for k in expr.keywords}
+        app = _resolve(mod, expr.func, spec)(*args, **kwargs)
+    else:
+        app = _resolve(mod, expr, spec)
+    if not callable(app):
+        raise TypeError(
+            "APP %r: %s is a %s, not a WSGI callable" % (spec, obj_part, type(app).__name__)
+        )
+    return app
+
+
+class FileWrapper:
+    """wsgi.file_wrapper: iterates a file-like object in blocks and forwards close()."""
+
+    def __init__(self, filelike, blksize=65536):
+        self.filelike = filelike
+        self.blksize = blksize
+        if hasattr(filelike, "close"):
+            self.close = filelike.close
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        data = self.filelike.read(self.blksize)
+        if data:
+            return data
+        raise StopIteration
+
+
+def format_exception(exc):
+    import traceback
+
+    return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip()

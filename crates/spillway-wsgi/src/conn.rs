@@ -1,0 +1,224 @@
+//! The worker's end of the socketpair: a reader thread that routes frames to requests,
+//! and a shared writer that Python threads use for response frames.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+use bytes::{Bytes, BytesMut};
+use spillway_proto::{decode, BodyKind, Frame, RequestHead, INITIAL_RESPONSE_WINDOW};
+
+use crate::WorkerError;
+
+/// A request handed to a Python thread.
+pub(crate) struct Job {
+    pub stream: Arc<Stream>,
+    pub head: Box<RequestHead>,
+}
+
+/// Per-request state shared between the reader thread and the Python thread serving it.
+pub(crate) struct Stream {
+    pub id: u32,
+    state: Mutex<StreamState>,
+    cond: Condvar,
+}
+
+/// What the reader thread has delivered for one request.
+pub(crate) struct StreamState {
+    /// Request-body chunks not yet taken by `wsgi.input`.
+    pub body: VecDeque<Bytes>,
+    /// The front sent `RequestEnd` (or there never was a body).
+    pub body_done: bool,
+    /// The client went away: stop iterating, fail reads.
+    pub cancelled: bool,
+    /// Response-body bytes the front still accepts without more credit.
+    pub response_credit: u64,
+}
+
+impl Stream {
+    fn new(id: u32, body: BodyKind) -> Stream {
+        Stream {
+            id,
+            state: Mutex::new(StreamState {
+                body: VecDeque::new(),
+                body_done: matches!(body, BodyKind::Empty | BodyKind::Length(0)),
+                cancelled: false,
+                response_credit: INITIAL_RESPONSE_WINDOW as u64,
+            }),
+            cond: Condvar::new(),
+        }
+    }
+
+    /// Locks the state; a poisoned lock only means another thread panicked mid-update of
+    /// plain counters, so the data is still usable.
+    pub fn lock(&self) -> MutexGuard<'_, StreamState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Blocks (the caller has released the GIL) until `ready` says the state is usable.
+    pub fn wait_until<T>(&self, mut ready: impl FnMut(&mut StreamState) -> Option<T>) -> T {
+        let mut st = self.lock();
+        loop {
+            if let Some(v) = ready(&mut st) {
+                return v;
+            }
+            st = self.cond.wait(st).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    fn update(&self, f: impl FnOnce(&mut StreamState)) {
+        f(&mut self.lock());
+        self.cond.notify_all();
+    }
+
+    /// True once the client has gone away.
+    pub fn is_cancelled(&self) -> bool {
+        self.lock().cancelled
+    }
+}
+
+/// The socket to the front, shared by the reader thread and every Python thread.
+pub(crate) struct Link {
+    writer: Mutex<UnixStream>,
+    streams: Mutex<HashMap<u32, Arc<Stream>>>,
+}
+
+/// Why the reader loop ended.
+pub(crate) enum ReadEnd {
+    /// The front asked for a graceful exit.
+    Shutdown,
+    /// The front closed the socket: it is gone, nobody will read our responses.
+    FrontGone,
+}
+
+impl Link {
+    pub fn new(writer: UnixStream) -> Link {
+        Link {
+            writer: Mutex::new(writer),
+            streams: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Writes already-encoded frames. The caller must not hold the GIL (a full socket
+    /// buffer blocks here). A failed write means the front is gone: exit at once, since
+    /// no response can reach anyone.
+    pub fn write_all(&self, buf: &[u8]) {
+        let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        if let Err(e) = w.write_all(buf) {
+            tracing::error!(worker = std::process::id(), error = %e, "lost the socket to the front; exiting");
+            std::process::exit(1);
+        }
+    }
+
+    /// Encodes and writes one frame.
+    pub fn send(&self, frame: &Frame) {
+        let mut buf = BytesMut::with_capacity(64);
+        frame.encode(&mut buf);
+        self.write_all(&buf);
+    }
+
+    /// Forgets a finished stream (after its `ResponseEnd` was written).
+    pub fn remove(&self, id: u32) {
+        self.streams
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
+    }
+
+    fn get(&self, id: u32) -> Option<Arc<Stream>> {
+        self.streams
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .cloned()
+    }
+
+    /// Reads frames until the front says shutdown or goes away, handing requests to the
+    /// Python threads through `jobs`. Runs on its own thread without the GIL.
+    pub fn read_loop(
+        &self,
+        mut reader: UnixStream,
+        jobs: &crossbeam_channel::Sender<Job>,
+    ) -> Result<ReadEnd, WorkerError> {
+        let mut buf = BytesMut::with_capacity(64 * 1024);
+        let mut chunk = vec![0u8; 64 * 1024];
+        loop {
+            // Take every frame already buffered before the next read: one read syscall
+            // serves a whole batch from a busy front.
+            while let Some(frame) = decode(&mut buf)? {
+                if let Some(end) = self.route(frame, jobs)? {
+                    return Ok(end);
+                }
+            }
+            let got = match reader.read(&mut chunk) {
+                Ok(0) => return Ok(ReadEnd::FrontGone),
+                Ok(got) => got,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(WorkerError::Io(e)),
+            };
+            buf.extend_from_slice(&chunk[..got]);
+        }
+    }
+
+    fn route(
+        &self,
+        frame: Frame,
+        jobs: &crossbeam_channel::Sender<Job>,
+    ) -> Result<Option<ReadEnd>, WorkerError> {
+        match frame {
+            Frame::RequestHead { stream, head } => {
+                let s = Arc::new(Stream::new(stream, head.body));
+                self.streams
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(stream, s.clone());
+                if jobs.send(Job { stream: s, head }).is_err() {
+                    return Err(WorkerError::Protocol("request after shutdown".into()));
+                }
+            }
+            Frame::RequestBody { stream, data } => {
+                if let Some(s) = self.get(stream) {
+                    s.update(|st| st.body.push_back(data));
+                }
+            }
+            Frame::RequestEnd { stream } => {
+                if let Some(s) = self.get(stream) {
+                    s.update(|st| st.body_done = true);
+                }
+            }
+            Frame::Cancel { stream } => {
+                if let Some(s) = self.get(stream) {
+                    s.update(|st| st.cancelled = true);
+                }
+            }
+            Frame::ResponseCredit { stream, bytes } => {
+                if let Some(s) = self.get(stream) {
+                    s.update(|st| st.response_credit += bytes as u64);
+                }
+            }
+            Frame::Shutdown => return Ok(Some(ReadEnd::Shutdown)),
+            other => {
+                return Err(WorkerError::Protocol(format!(
+                    "unexpected frame from the front: {:?}",
+                    other.kind()
+                )))
+            }
+        }
+        Ok(None)
+    }
+
+    /// Cancels every stream, so Python threads blocked on input or credit wake up.
+    pub fn cancel_all(&self) {
+        let all: Vec<_> = self
+            .streams
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for s in all {
+            s.update(|st| st.cancelled = true);
+        }
+    }
+}

@@ -1,0 +1,190 @@
+//! `wsgi.input`: the request body as a blocking file-like object, fed by body frames.
+//! Credit is granted to the front only when the application reads, so an application
+//! that never reads `wsgi.input` never causes a `100 Continue` and never buffers a body.
+
+use std::sync::Arc;
+
+use bytes::{Buf, BytesMut};
+use pyo3::exceptions::PyOSError;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyList};
+use spillway_proto::{Frame, INITIAL_REQUEST_WINDOW};
+
+use crate::conn::{Link, Stream};
+
+/// Body bytes kept granted ahead of the application's reads.
+const WINDOW: u64 = 256 * 1024;
+
+/// What one wait on the stream produced.
+enum Fill {
+    Data,
+    Eof,
+    Cancelled,
+}
+
+/// The `wsgi.input` object.
+#[pyclass(module = "spillway")]
+pub struct Input {
+    stream: Arc<Stream>,
+    link: Arc<Link>,
+    buf: BytesMut,
+    /// Body bytes the front may send in total (implicit initial window included).
+    granted: u64,
+    /// Body bytes taken from the stream so far.
+    received: u64,
+    eof: bool,
+}
+
+impl Input {
+    /// A reader for one request; `expect_continue` requests start with no credit.
+    pub(crate) fn new(stream: Arc<Stream>, link: Arc<Link>, expect_continue: bool) -> Input {
+        Input {
+            stream,
+            link,
+            buf: BytesMut::new(),
+            granted: if expect_continue {
+                0
+            } else {
+                INITIAL_REQUEST_WINDOW as u64
+            },
+            received: 0,
+            eof: false,
+        }
+    }
+
+    /// Waits for the next body chunk (GIL released); false at the end of the body.
+    fn fill(&mut self, py: Python<'_>) -> PyResult<bool> {
+        if self.eof {
+            return Ok(false);
+        }
+        let outstanding = self.granted - self.received;
+        if outstanding < WINDOW / 2 && !self.stream.lock().body_done {
+            let more = WINDOW - outstanding;
+            self.granted += more;
+            let frame = Frame::BodyCredit {
+                stream: self.stream.id,
+                bytes: more as u32,
+            };
+            let link = &self.link;
+            py.detach(|| link.send(&frame));
+        }
+        let stream = &self.stream;
+        let buf = &mut self.buf;
+        let got = py.detach(|| {
+            stream.wait_until(|st| {
+                if st.cancelled {
+                    return Some((Fill::Cancelled, 0));
+                }
+                if let Some(chunk) = st.body.pop_front() {
+                    buf.extend_from_slice(&chunk);
+                    return Some((Fill::Data, chunk.len()));
+                }
+                if st.body_done {
+                    return Some((Fill::Eof, 0));
+                }
+                None
+            })
+        });
+        match got {
+            (Fill::Data, n) => {
+                self.received += n as u64;
+                Ok(true)
+            }
+            (Fill::Eof, _) => {
+                self.eof = true;
+                Ok(false)
+            }
+            (Fill::Cancelled, _) => Err(PyOSError::new_err(
+                "client disconnected before the request body was complete",
+            )),
+        }
+    }
+
+    fn take<'py>(&mut self, py: Python<'py>, n: usize) -> Bound<'py, PyBytes> {
+        let n = n.min(self.buf.len());
+        let out = PyBytes::new(py, &self.buf[..n]);
+        self.buf.advance(n);
+        out
+    }
+
+    fn read_line<'py>(&mut self, py: Python<'py>, limit: Option<usize>) -> PyResult<Bound<'py, PyBytes>> {
+        let mut scanned = 0;
+        loop {
+            let window = limit.map_or(self.buf.len(), |l| l.min(self.buf.len()));
+            if let Some(pos) = self.buf[scanned..window].iter().position(|&b| b == b'\n') {
+                return Ok(self.take(py, scanned + pos + 1));
+            }
+            if limit.is_some_and(|l| self.buf.len() >= l) {
+                return Ok(self.take(py, window));
+            }
+            scanned = window;
+            if !self.fill(py)? {
+                let n = self.buf.len();
+                return Ok(self.take(py, n));
+            }
+        }
+    }
+}
+
+/// Negative or missing sizes mean "no limit", as for io objects.
+fn limit(size: Option<isize>) -> Option<usize> {
+    match size {
+        Some(n) if n >= 0 => Some(n as usize),
+        _ => None,
+    }
+}
+
+#[pymethods]
+impl Input {
+    /// `read(size=-1)`: up to `size` bytes, fewer only at the end of the body.
+    #[pyo3(signature = (size=None))]
+    fn read<'py>(&mut self, py: Python<'py>, size: Option<isize>) -> PyResult<Bound<'py, PyBytes>> {
+        match limit(size) {
+            Some(n) => {
+                while self.buf.len() < n && self.fill(py)? {}
+                Ok(self.take(py, n))
+            }
+            None => {
+                while self.fill(py)? {}
+                let n = self.buf.len();
+                Ok(self.take(py, n))
+            }
+        }
+    }
+
+    /// `readline(size=-1)`: through the next `\n`, at most `size` bytes.
+    #[pyo3(signature = (size=None))]
+    fn readline<'py>(&mut self, py: Python<'py>, size: Option<isize>) -> PyResult<Bound<'py, PyBytes>> {
+        self.read_line(py, limit(size))
+    }
+
+    /// `readlines(hint=-1)`: lines until the body ends or `hint` bytes were read.
+    #[pyo3(signature = (hint=None))]
+    fn readlines<'py>(&mut self, py: Python<'py>, hint: Option<isize>) -> PyResult<Bound<'py, PyList>> {
+        let hint = limit(hint).filter(|&h| h > 0);
+        let lines = PyList::empty(py);
+        let mut total = 0;
+        loop {
+            let line = self.read_line(py, None)?;
+            let n = line.as_bytes().len();
+            if n == 0 {
+                break;
+            }
+            lines.append(line)?;
+            total += n;
+            if hint.is_some_and(|h| total >= h) {
+                break;
+            }
+        }
+        Ok(lines)
+    }
+
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__<'py>(&mut self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        let line = self.read_line(py, None)?;
+        Ok((!line.as_bytes().is_empty()).then_some(line))
+    }
+}

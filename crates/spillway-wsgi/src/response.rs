@@ -1,0 +1,408 @@
+//! Runs one request through the application: `start_response`, the `write()` callable,
+//! iteration of the result, `close()`, and turning failures into a 500 or a cut response.
+//!
+//! Frames for one response are gathered in a buffer and written in as few syscalls as
+//! the WSGI rules allow: a list or tuple result goes out as one write (head, body, end);
+//! a generator is flushed per chunk, because streaming must reach the client as produced.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::{Bytes, BytesMut};
+use pyo3::exceptions::{PyAssertionError, PyTypeError, PyValueError};
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyList, PyTuple};
+use spillway_proto::{encode_body, Frame, Kind, ResponseHead, MAX_CHUNK};
+
+use crate::conn::{Job, Link, Stream};
+use crate::environ;
+use crate::input::Input;
+use crate::Ctx;
+
+const ERROR_BODY: &[u8] = b"Internal Server Error\n";
+
+/// Response state of one request, shared by `start_response`, `write()` and the handler.
+struct Out {
+    status: Option<u16>,
+    headers: Vec<(Bytes, Bytes)>,
+    head_sent: bool,
+    pending: BytesMut,
+    stream: Arc<Stream>,
+    link: Arc<Link>,
+    /// HEAD request: the body is produced (side effects stay) but never sent.
+    discard_body: bool,
+}
+
+/// The client went away; stop producing output.
+struct Cancelled;
+
+impl Out {
+    fn flush(&mut self, py: Python<'_>) {
+        if !self.pending.is_empty() {
+            let buf = self.pending.split();
+            let link = &self.link;
+            py.detach(|| link.write_all(&buf));
+        }
+    }
+
+    fn encode_head(&mut self, status: u16) {
+        let head = ResponseHead {
+            status,
+            headers: std::mem::take(&mut self.headers),
+        };
+        Frame::ResponseHead {
+            stream: self.stream.id,
+            head: Box::new(head),
+        }
+        .encode(&mut self.pending);
+        self.head_sent = true;
+    }
+
+    /// Queues body bytes (sending the head first), waiting for response credit from the
+    /// front when the client reads slower than the application writes.
+    fn emit(&mut self, py: Python<'_>, mut data: &[u8], flush: bool) -> PyResult<Result<(), Cancelled>> {
+        let Some(status) = self.status else {
+            return Err(PyAssertionError::new_err(
+                "response body produced before start_response() was called",
+            ));
+        };
+        if data.is_empty() {
+            return Ok(Ok(()));
+        }
+        if !self.head_sent {
+            self.encode_head(status);
+        }
+        if self.discard_body {
+            return Ok(Ok(()));
+        }
+        while !data.is_empty() {
+            let credit = {
+                let st = self.stream.lock();
+                if st.cancelled {
+                    return Ok(Err(Cancelled));
+                }
+                st.response_credit
+            };
+            if credit == 0 {
+                self.flush(py);
+                let stream = &self.stream;
+                let ok = py.detach(|| {
+                    stream.wait_until(|st| {
+                        if st.cancelled {
+                            Some(false)
+                        } else {
+                            (st.response_credit > 0).then_some(true)
+                        }
+                    })
+                });
+                if !ok {
+                    return Ok(Err(Cancelled));
+                }
+                continue;
+            }
+            let n = data.len().min(credit as usize).min(MAX_CHUNK);
+            encode_body(Kind::ResponseBody, self.stream.id, &data[..n], &mut self.pending);
+            self.stream.lock().response_credit -= n as u64;
+            data = &data[n..];
+        }
+        if flush {
+            self.flush(py);
+        }
+        Ok(Ok(()))
+    }
+}
+
+/// The `start_response` callable (a bound method) and the `write` callable it returns.
+#[pyclass(module = "spillway", frozen)]
+pub struct Responder {
+    out: Mutex<Out>,
+}
+
+impl Responder {
+    fn out(&self) -> MutexGuard<'_, Out> {
+        self.out.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// RFC 9110 token characters, for header names.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// A header string from the application as latin-1 bytes.
+fn header_bytes(s: &Bound<'_, PyAny>, what: &str) -> PyResult<Bytes> {
+    let s: &str = s
+        .extract()
+        .map_err(|_| PyTypeError::new_err(format!("header {what} must be str, got {}", s.get_type())))?;
+    let mut out = Vec::with_capacity(s.len());
+    for c in s.chars() {
+        let c = c as u32;
+        if c > 0xff {
+            return Err(PyValueError::new_err(format!(
+                "header {what} {s:?} is not latin-1 encodable"
+            )));
+        }
+        out.push(c as u8);
+    }
+    Ok(Bytes::from(out))
+}
+
+fn parse_status(status: &str) -> PyResult<u16> {
+    let b = status.as_bytes();
+    let ok = b.len() >= 3
+        && b[..3].iter().all(u8::is_ascii_digit)
+        && (b.len() == 3 || b[3] == b' ');
+    let code = if ok { status[..3].parse::<u16>().ok() } else { None };
+    match code {
+        Some(c) if c >= 200 => Ok(c),
+        _ => Err(PyValueError::new_err(format!(
+            "status {status:?} is not a three-digit final status followed by a reason, like '200 OK'"
+        ))),
+    }
+}
+
+fn parse_headers(headers: &Bound<'_, PyAny>) -> PyResult<Vec<(Bytes, Bytes)>> {
+    let mut out = Vec::new();
+    for item in headers.try_iter()? {
+        let item = item?;
+        let pair = item
+            .cast::<PyTuple>()
+            .map_err(|_| PyTypeError::new_err("each header must be a (name, value) tuple"))?;
+        if pair.len() != 2 {
+            return Err(PyTypeError::new_err("each header must be a (name, value) tuple"));
+        }
+        let name = header_bytes(&pair.get_item(0)?, "name")?;
+        let value = header_bytes(&pair.get_item(1)?, "value")?;
+        if name.is_empty() || !name.iter().all(|&b| is_tchar(b)) {
+            return Err(PyValueError::new_err(format!(
+                "header name {:?} is not a valid HTTP token",
+                String::from_utf8_lossy(&name)
+            )));
+        }
+        if value.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+            return Err(PyValueError::new_err(format!(
+                "header {:?} has a control character (CR, LF or NUL) in its value",
+                String::from_utf8_lossy(&name)
+            )));
+        }
+        out.push((name, value));
+    }
+    Ok(out)
+}
+
+#[pymethods]
+impl Responder {
+    /// PEP 3333 `start_response(status, response_headers, exc_info=None)`.
+    #[pyo3(signature = (status, headers, exc_info=None))]
+    fn start_response<'py>(
+        slf: &Bound<'py, Self>,
+        status: &str,
+        headers: &Bound<'py, PyAny>,
+        exc_info: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let exc_info = exc_info.filter(|e| !e.is_none());
+        {
+            let me = slf.get();
+            let out = me.out();
+            if let Some(info) = exc_info {
+                if out.head_sent {
+                    // Too late to change the response: re-raise, as PEP 3333 requires.
+                    let value = info.get_item(1)?;
+                    return Err(PyErr::from_value(value));
+                }
+            } else if out.status.is_some() {
+                return Err(PyAssertionError::new_err(
+                    "start_response() called a second time without exc_info",
+                ));
+            }
+        }
+        let code = parse_status(status)?;
+        let headers = parse_headers(headers)?;
+        {
+            let me = slf.get();
+            let mut out = me.out();
+            out.status = Some(code);
+            out.headers = headers;
+        }
+        slf.getattr(intern!(slf.py(), "write"))
+    }
+
+    /// The legacy `write(data)` callable: sends `data` at once.
+    fn write(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        let bytes = data
+            .cast::<PyBytes>()
+            .map_err(|_| PyTypeError::new_err(format!("write() takes bytes, not {}", data.get_type())))?;
+        match self.out().emit(py, bytes.as_bytes(), true)? {
+            Ok(()) => Ok(()),
+            Err(Cancelled) => Err(pyo3::exceptions::PyOSError::new_err("client disconnected")),
+        }
+    }
+}
+
+/// How the application's part of a request ended.
+enum Outcome {
+    Done,
+    Cancelled,
+    Failed(PyErr),
+}
+
+/// Serves one request on the calling Python thread; never raises.
+pub(crate) fn serve(py: Python<'_>, ctx: &Ctx, job: Job) {
+    let Job { stream, head } = job;
+    let id = stream.id;
+    let out = Out {
+        status: None,
+        headers: Vec::new(),
+        head_sent: false,
+        pending: BytesMut::with_capacity(256),
+        stream: stream.clone(),
+        link: ctx.link.clone(),
+        discard_body: head.method.as_ref() == b"HEAD",
+    };
+    let responder = match Bound::new(py, Responder { out: Mutex::new(out) }) {
+        Ok(r) => r,
+        Err(e) => {
+            log_app_error(py, ctx, &head.method, &head.path_info, &e);
+            fail_before_head(py, ctx, id);
+            return;
+        }
+    };
+    let outcome = match call_app(py, ctx, &head, &stream, &responder) {
+        Ok(o) => o,
+        Err(e) => Outcome::Failed(e),
+    };
+    let r = responder.get();
+    let mut out = r.out();
+    match outcome {
+        Outcome::Done => match out.status {
+            Some(status) if !out.head_sent => out.encode_head(status),
+            Some(_) => {}
+            None => {
+                let e = PyAssertionError::new_err(
+                    "the application returned without calling start_response()",
+                );
+                log_app_error(py, ctx, &head.method, &head.path_info, &e);
+                out.pending.clear();
+                encode_500(id, &mut out.pending);
+            }
+        },
+        Outcome::Cancelled => out.pending.clear(),
+        Outcome::Failed(e) => {
+            log_app_error(py, ctx, &head.method, &head.path_info, &e);
+            if out.head_sent {
+                // Part of the response is on its way: the only honest signal left is to
+                // cut the connection, so the client cannot take it as complete.
+                Frame::ResponseAbort { stream: id }.encode(&mut out.pending);
+                out.flush(py);
+                ctx.link.remove(id);
+                return;
+            }
+            out.pending.clear();
+            encode_500(id, &mut out.pending);
+        }
+    }
+    Frame::ResponseEnd { stream: id }.encode(&mut out.pending);
+    out.flush(py);
+    drop(out);
+    ctx.link.remove(id);
+}
+
+fn encode_500(stream: u32, dst: &mut BytesMut) {
+    Frame::ResponseHead {
+        stream,
+        head: Box::new(ResponseHead {
+            status: 500,
+            headers: vec![
+                (
+                    Bytes::from_static(b"Content-Type"),
+                    Bytes::from_static(b"text/plain; charset=utf-8"),
+                ),
+                (
+                    Bytes::from_static(b"Content-Length"),
+                    Bytes::from(ERROR_BODY.len().to_string()),
+                ),
+            ],
+        }),
+    }
+    .encode(dst);
+    encode_body(Kind::ResponseBody, stream, ERROR_BODY, dst);
+}
+
+fn fail_before_head(py: Python<'_>, ctx: &Ctx, stream: u32) {
+    let mut buf = BytesMut::new();
+    encode_500(stream, &mut buf);
+    Frame::ResponseEnd { stream }.encode(&mut buf);
+    let link = &ctx.link;
+    py.detach(|| link.write_all(&buf));
+    ctx.link.remove(stream);
+}
+
+/// Calls the application, iterates its result and always calls `close()` if it exists.
+fn call_app(
+    py: Python<'_>,
+    ctx: &Ctx,
+    head: &spillway_proto::RequestHead,
+    stream: &Arc<Stream>,
+    responder: &Bound<'_, Responder>,
+) -> PyResult<Outcome> {
+    let input = Bound::new(py, Input::new(stream.clone(), ctx.link.clone(), head.expect_continue))?;
+    let environ = environ::build(py, ctx, head, input)?;
+    let start_response = responder.getattr(intern!(py, "start_response"))?;
+    let result = ctx.app.bind(py).call1((environ, start_response))?;
+    let iterated = iterate(py, responder, &result);
+    let closed = match result.getattr_opt(intern!(py, "close")) {
+        Ok(Some(close)) => close.call0().map(|_| ()),
+        Ok(None) => Ok(()),
+        Err(e) => Err(e),
+    };
+    match (iterated, closed) {
+        (Err(e), Err(close_err)) => {
+            log_app_error(py, ctx, &head.method, &head.path_info, &close_err);
+            Ok(Outcome::Failed(e))
+        }
+        (Err(e), Ok(())) | (Ok(Outcome::Done), Err(e)) => Ok(Outcome::Failed(e)),
+        (Ok(o), Err(close_err)) => {
+            log_app_error(py, ctx, &head.method, &head.path_info, &close_err);
+            Ok(o)
+        }
+        (Ok(o), Ok(())) => Ok(o),
+    }
+}
+
+fn iterate(py: Python<'_>, responder: &Bound<'_, Responder>, result: &Bound<'_, PyAny>) -> PyResult<Outcome> {
+    // A list or tuple is already complete: no need to flush between items.
+    let flush_each = !(result.is_exact_instance_of::<PyList>() || result.is_exact_instance_of::<PyTuple>());
+    let r = responder.get();
+    for item in result.try_iter()? {
+        let item = item?;
+        let bytes = item.cast::<PyBytes>().map_err(|_| {
+            PyTypeError::new_err(format!(
+                "the application's iterable yielded {}, but WSGI bodies are bytes",
+                item.get_type()
+            ))
+        })?;
+        if let Err(Cancelled) = r.out().emit(py, bytes.as_bytes(), flush_each)? {
+            return Ok(Outcome::Cancelled);
+        }
+    }
+    if r.out().stream.is_cancelled() {
+        return Ok(Outcome::Cancelled);
+    }
+    Ok(Outcome::Done)
+}
+
+/// Logs an application exception with its Python traceback.
+pub(crate) fn log_app_error(py: Python<'_>, ctx: &Ctx, method: &[u8], path: &[u8], e: &PyErr) {
+    let text = ctx
+        .format_exception
+        .bind(py)
+        .call1((e.value(py),))
+        .and_then(|t| t.extract::<String>())
+        .unwrap_or_else(|_| e.to_string());
+    tracing::error!(
+        worker = ctx.pid,
+        method = %String::from_utf8_lossy(method),
+        path = %String::from_utf8_lossy(path),
+        "application error\n{text}"
+    );
+}

@@ -1,0 +1,165 @@
+//! The command line as the user types it: flags mirrored one to one, nothing derived.
+//! Every serve option is an `Option` so that precedence (flag > `SPILLWAY_*` env > config
+//! file > default) can be resolved afterwards in `settings`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// An application server for Python WSGI web APIs.
+#[derive(Parser, Debug)]
+#[command(
+    name = "spillway",
+    version,
+    about = "An application server for Python WSGI web APIs",
+    long_about = "Serves a WSGI application with a front process that accepts and queues every \
+                  connection at once, and worker processes that embed CPython.\n\n\
+                  APP is module:callable, module:factory() or path/to/file.py:callable.\n\
+                  Every option can also be set as SPILLWAY_<OPTION> in the environment or as \
+                  a key in the -c/--config TOML file; a flag wins over the environment, which \
+                  wins over the file.",
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
+pub struct Cli {
+    /// A companion tool instead of serving.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Serve options.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+/// Companion subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Explain why connections to a port stall (any listening TCP port on this host).
+    Doctor(spillway_doctor::DoctorArgs),
+    /// Load generator that reproduces connection incidents.
+    Bench(spillway_bench::BenchArgs),
+    /// Internal: run one worker process (started by the front).
+    #[command(name = "__worker", hide = true)]
+    Worker(WorkerArgs),
+}
+
+/// Options of `spillway APP`.
+#[derive(Args, Debug, Default)]
+pub struct ServeArgs {
+    /// The WSGI application: module:callable, module:factory() or path/to/file.py:callable.
+    #[arg(value_name = "APP", env = "SPILLWAY_APP")]
+    pub app: Option<String>,
+
+    /// TOML configuration file with the same keys as the long options (e.g. `threads = 8`).
+    #[arg(short = 'c', long, value_name = "FILE", env = "SPILLWAY_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Address to listen on: HOST:PORT, [::]:PORT or unix:/path. Repeatable.
+    /// [default: 127.0.0.1:8000]
+    #[arg(short = 'b', long, value_name = "ADDR", env = "SPILLWAY_BIND", value_delimiter = ',')]
+    pub bind: Vec<String>,
+
+    /// Worker processes, each embedding its own Python interpreter. [default: number of CPUs]
+    #[arg(short = 'w', long, value_name = "N", env = "SPILLWAY_WORKERS",
+          value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub workers: Option<u16>,
+
+    /// Python threads per worker calling the application concurrently. [default: 4]
+    #[arg(long, value_name = "N", env = "SPILLWAY_THREADS",
+          value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub threads: Option<u16>,
+
+    /// listen() backlog: the kernel accept queue; capped by net.core.somaxconn, which is
+    /// logged at start. [default: 4096]
+    #[arg(long, value_name = "N", env = "SPILLWAY_BACKLOG",
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub backlog: Option<u32>,
+
+    /// Seconds an idle keep-alive connection stays open, announced as `Keep-Alive: timeout=N`.
+    /// Keep it above your proxy's pool idle timeout. [default: 75]
+    #[arg(long, value_name = "SECS", env = "SPILLWAY_KEEP_ALIVE",
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub keep_alive: Option<u64>,
+
+    /// Seconds a client has to send a complete request head once it started one (and a new
+    /// connection to send its first). Slower clients are disconnected. [default: 10]
+    #[arg(long, value_name = "SECS", env = "SPILLWAY_HEADER_TIMEOUT",
+          value_parser = clap::value_parser!(u64).range(1..=3_600))]
+    pub header_timeout: Option<u64>,
+
+    /// Seconds that shutdown waits for requests in flight. [default: 30]
+    #[arg(long, value_name = "SECS", env = "SPILLWAY_GRACEFUL_TIMEOUT",
+          value_parser = clap::value_parser!(u64).range(0..=86_400))]
+    pub graceful_timeout: Option<u64>,
+
+    /// Longest request target in bytes; longer gets 414. [default: 8190]
+    #[arg(long, value_name = "BYTES", env = "SPILLWAY_LIMIT_REQUEST_LINE",
+          value_parser = clap::value_parser!(u32).range(64..=1_048_576))]
+    pub limit_request_line: Option<u32>,
+
+    /// Most header fields in a request; more gets 431. [default: 100]
+    #[arg(long, value_name = "N", env = "SPILLWAY_LIMIT_REQUEST_FIELDS",
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub limit_request_fields: Option<u32>,
+
+    /// Longest header field (name and value) in bytes; longer gets 431. [default: 8190]
+    #[arg(long, value_name = "BYTES", env = "SPILLWAY_LIMIT_REQUEST_FIELD_SIZE",
+          value_parser = clap::value_parser!(u32).range(64..=1_048_576))]
+    pub limit_request_field_size: Option<u32>,
+
+    /// Directory to change to before loading the application. [default: current directory]
+    #[arg(long, value_name = "DIR", env = "SPILLWAY_CHDIR")]
+    pub chdir: Option<PathBuf>,
+
+    /// Directory to prepend to sys.path. Repeatable.
+    #[arg(long, value_name = "DIR", env = "SPILLWAY_PYTHONPATH", value_delimiter = ':')]
+    pub pythonpath: Vec<PathBuf>,
+
+    /// Virtualenv whose packages the application uses. [default: $VIRTUAL_ENV if set]
+    #[arg(long, value_name = "DIR", env = "SPILLWAY_VIRTUALENV")]
+    pub virtualenv: Option<PathBuf>,
+
+    /// Environment variable for the application, KEY=VALUE. Repeatable.
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+
+    /// URL prefix the application is mounted at (SCRIPT_NAME), e.g. /identity. [default: none]
+    #[arg(long, value_name = "PATH", env = "SPILLWAY_ROOT_PATH")]
+    pub root_path: Option<String>,
+
+    /// Access log: a file path, or - for standard output. [default: off]
+    #[arg(long, value_name = "FILE|-", env = "SPILLWAY_ACCESS_LOG")]
+    pub access_log: Option<String>,
+
+    /// Log level: error, warn, info, debug or trace. [default: info]
+    #[arg(long, value_name = "LEVEL", env = "SPILLWAY_LOG_LEVEL")]
+    pub log_level: Option<String>,
+}
+
+/// Arguments of the internal worker subcommand.
+#[derive(Args, Debug)]
+pub struct WorkerArgs {
+    /// Inherited socketpair end.
+    #[arg(long)]
+    pub fd: i32,
+    /// APP spec.
+    #[arg(long)]
+    pub app: String,
+    /// Python threads.
+    #[arg(long)]
+    pub threads: u16,
+    /// sys.path additions.
+    #[arg(long)]
+    pub pythonpath: Vec<PathBuf>,
+    /// Virtualenv.
+    #[arg(long)]
+    pub virtualenv: Option<PathBuf>,
+    /// More than one worker serves the app.
+    #[arg(long)]
+    pub multiprocess: bool,
+    /// Log level.
+    #[arg(long, default_value = "info")]
+    pub log_level: String,
+    /// Generation number.
+    #[arg(long, default_value_t = 1)]
+    pub generation: u64,
+}
