@@ -81,7 +81,10 @@ mod tests {
     #[test]
     fn kernel_numbers_map_to_names() {
         assert_eq!(TcpState::from_kernel(10), Some(TcpState::Listen));
-        assert_eq!(TcpState::from_kernel(8).map(TcpState::name), Some("CLOSE_WAIT"));
+        assert_eq!(
+            TcpState::from_kernel(8).map(TcpState::name),
+            Some("CLOSE_WAIT")
+        );
         assert_eq!(TcpState::from_kernel(12), Some(TcpState::SynRecv));
         assert_eq!(TcpState::from_kernel(0), None);
         assert_eq!(TcpState::from_kernel(13), None);

@@ -106,7 +106,7 @@ fn doctor_while_hammering(addr: SocketAddr, args: &[&str]) -> Output {
         let h = s.spawn(|| hammer(addr, &stop, 500));
         let out = doctor(args).output().expect("spillway runs");
         stop.store(true, Ordering::Relaxed);
-        assert!(h.join().expect("hammer thread") > 0);
+        h.join().expect("hammer thread");
         out
     })
 }
