@@ -55,7 +55,13 @@ pub struct ServeArgs {
 
     /// Address to listen on: HOST:PORT, [::]:PORT or unix:/path. Repeatable.
     /// [default: 127.0.0.1:8000]
-    #[arg(short = 'b', long, value_name = "ADDR", env = "SPILLWAY_BIND", value_delimiter = ',')]
+    #[arg(
+        short = 'b',
+        long,
+        value_name = "ADDR",
+        env = "SPILLWAY_BIND",
+        value_delimiter = ','
+    )]
     pub bind: Vec<String>,
 
     /// Worker processes, each embedding its own Python interpreter. [default: number of CPUs]
@@ -91,7 +97,7 @@ pub struct ServeArgs {
           value_parser = clap::value_parser!(u64).range(0..=86_400))]
     pub graceful_timeout: Option<u64>,
 
-    /// Longest request target in bytes; longer gets 414. [default: 8190]
+    /// Longest request target in bytes; longer gets 414. [default: 4094]
     #[arg(long, value_name = "BYTES", env = "SPILLWAY_LIMIT_REQUEST_LINE",
           value_parser = clap::value_parser!(u32).range(64..=1_048_576))]
     pub limit_request_line: Option<u32>,
@@ -111,7 +117,12 @@ pub struct ServeArgs {
     pub chdir: Option<PathBuf>,
 
     /// Directory to prepend to sys.path. Repeatable.
-    #[arg(long, value_name = "DIR", env = "SPILLWAY_PYTHONPATH", value_delimiter = ':')]
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "SPILLWAY_PYTHONPATH",
+        value_delimiter = ':'
+    )]
     pub pythonpath: Vec<PathBuf>,
 
     /// Virtualenv whose packages the application uses. [default: $VIRTUAL_ENV if set]
@@ -129,6 +140,12 @@ pub struct ServeArgs {
     /// Access log: a file path, or - for standard output. [default: off]
     #[arg(long, value_name = "FILE|-", env = "SPILLWAY_ACCESS_LOG")]
     pub access_log: Option<String>,
+
+    /// Event-loop threads in the front process. 1 is fastest up to a few cores: the front
+    /// does little per request and cross-thread wake-ups cost more than they bring. [default: 1]
+    #[arg(long, value_name = "N", env = "SPILLWAY_FRONT_THREADS",
+          value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub front_threads: Option<u16>,
 
     /// Log level: error, warn, info, debug or trace. [default: info]
     #[arg(long, value_name = "LEVEL", env = "SPILLWAY_LOG_LEVEL")]

@@ -4,6 +4,7 @@
 mod cli;
 mod settings;
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -18,6 +19,7 @@ fn init_logging(level: &str) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
 }
 
@@ -44,6 +46,7 @@ fn serve(mut args: cli::ServeArgs) -> anyhow::Result<ExitCode> {
     let settings = settings::resolve(args)?;
     init_logging(&settings.log_level);
     let cfg = settings.server;
+    let front_threads = settings.front_threads;
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         app = %cfg.app,
@@ -51,7 +54,16 @@ fn serve(mut args: cli::ServeArgs) -> anyhow::Result<ExitCode> {
         threads = cfg.threads,
         "starting"
     );
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    // One event-loop thread avoids cross-thread wake-ups, which dominated the front's CPU
+    // per request when measured on 2 cores (24 µs/request with 2 threads, 15.6 µs with 1).
+    let mut builder = if front_threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(front_threads);
+        b
+    };
+    let runtime = builder
         .enable_all()
         .thread_name("spillway-front")
         .build()

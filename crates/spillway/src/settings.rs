@@ -60,6 +60,7 @@ const FILE_KEYS: &[&str] = &[
     "root_path",
     "access_log",
     "log_level",
+    "front_threads",
 ];
 
 /// Log levels accepted by `--log-level`.
@@ -75,16 +76,21 @@ pub fn merge_file(args: &mut ServeArgs) -> Result<(), SettingsError> {
         path: shown.clone(),
         msg: e.to_string(),
     })?;
-    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| SettingsError::File {
-        path: shown.clone(),
-        msg: e.message().replace('\n', " "),
-    })?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| SettingsError::File {
+            path: shown.clone(),
+            msg: e.message().replace('\n', " "),
+        })?;
     for (raw_key, value) in table {
         let key = raw_key.replace('-', "_");
         if !FILE_KEYS.contains(&key.as_str()) {
             return Err(SettingsError::File {
                 path: shown,
-                msg: format!("unknown key '{raw_key}' (allowed: {})", FILE_KEYS.join(", ")),
+                msg: format!(
+                    "unknown key '{raw_key}' (allowed: {})",
+                    FILE_KEYS.join(", ")
+                ),
             });
         }
         let ctx = format!("{shown}: {key}");
@@ -97,27 +103,37 @@ pub fn merge_file(args: &mut ServeArgs) -> Result<(), SettingsError> {
             "keep_alive" => fill(&mut args.keep_alive, || int(&ctx, value, 1, 86_400)),
             "header_timeout" => fill(&mut args.header_timeout, || int(&ctx, value, 1, 3_600)),
             "graceful_timeout" => fill(&mut args.graceful_timeout, || int(&ctx, value, 0, 86_400)),
-            "limit_request_line" => fill(&mut args.limit_request_line, || int(&ctx, value, 64, 1_048_576)),
-            "limit_request_fields" => fill(&mut args.limit_request_fields, || int(&ctx, value, 1, 10_000)),
-            "limit_request_field_size" => {
-                fill(&mut args.limit_request_field_size, || int(&ctx, value, 64, 1_048_576))
-            }
+            "limit_request_line" => fill(&mut args.limit_request_line, || {
+                int(&ctx, value, 64, 1_048_576)
+            }),
+            "limit_request_fields" => fill(&mut args.limit_request_fields, || {
+                int(&ctx, value, 1, 10_000)
+            }),
+            "limit_request_field_size" => fill(&mut args.limit_request_field_size, || {
+                int(&ctx, value, 64, 1_048_576)
+            }),
             "chdir" => fill(&mut args.chdir, || string(&ctx, value).map(PathBuf::from)),
             "pythonpath" => fill_vec(&mut args.pythonpath, || {
                 strings(&ctx, value).map(|v| v.into_iter().map(PathBuf::from).collect())
             }),
-            "virtualenv" => fill(&mut args.virtualenv, || string(&ctx, value).map(PathBuf::from)),
+            "virtualenv" => fill(&mut args.virtualenv, || {
+                string(&ctx, value).map(PathBuf::from)
+            }),
             "env" => fill_vec(&mut args.env, || env_table(&ctx, value)),
             "root_path" => fill(&mut args.root_path, || string(&ctx, value)),
             "access_log" => fill(&mut args.access_log, || string(&ctx, value)),
             "log_level" => fill(&mut args.log_level, || string(&ctx, value)),
+            "front_threads" => fill(&mut args.front_threads, || int(&ctx, value, 1, 256)),
             _ => Ok(()),
         }?;
     }
     Ok(())
 }
 
-fn fill<T>(slot: &mut Option<T>, get: impl FnOnce() -> Result<T, SettingsError>) -> Result<(), SettingsError> {
+fn fill<T>(
+    slot: &mut Option<T>,
+    get: impl FnOnce() -> Result<T, SettingsError>,
+) -> Result<(), SettingsError> {
     let v = get()?;
     if slot.is_none() {
         *slot = Some(v);
@@ -125,7 +141,10 @@ fn fill<T>(slot: &mut Option<T>, get: impl FnOnce() -> Result<T, SettingsError>)
     Ok(())
 }
 
-fn fill_vec<T>(slot: &mut Vec<T>, get: impl FnOnce() -> Result<Vec<T>, SettingsError>) -> Result<(), SettingsError> {
+fn fill_vec<T>(
+    slot: &mut Vec<T>,
+    get: impl FnOnce() -> Result<Vec<T>, SettingsError>,
+) -> Result<(), SettingsError> {
     let v = get()?;
     if slot.is_empty() {
         *slot = v;
@@ -136,7 +155,10 @@ fn fill_vec<T>(slot: &mut Vec<T>, get: impl FnOnce() -> Result<Vec<T>, SettingsE
 fn string(key: &str, v: toml::Value) -> Result<String, SettingsError> {
     match v {
         toml::Value::String(s) => Ok(s),
-        other => Err(bad(key, format!("expected a string, got {}", other.type_str()))),
+        other => Err(bad(
+            key,
+            format!("expected a string, got {}", other.type_str()),
+        )),
     }
 }
 
@@ -144,7 +166,13 @@ fn strings(key: &str, v: toml::Value) -> Result<Vec<String>, SettingsError> {
     match v {
         toml::Value::String(s) => Ok(vec![s]),
         toml::Value::Array(a) => a.into_iter().map(|x| string(key, x)).collect(),
-        other => Err(bad(key, format!("expected a string or a list of strings, got {}", other.type_str()))),
+        other => Err(bad(
+            key,
+            format!(
+                "expected a string or a list of strings, got {}",
+                other.type_str()
+            ),
+        )),
     }
 }
 
@@ -153,8 +181,17 @@ fn int<T: TryFrom<i64>>(key: &str, v: toml::Value, min: i64, max: i64) -> Result
         toml::Value::Integer(i) if (min..=max).contains(&i) => {
             T::try_from(i).map_err(|_| bad(key, format!("expected an integer from {min} to {max}")))
         }
-        toml::Value::Integer(i) => Err(bad(key, format!("{i} is out of range: expected an integer from {min} to {max}"))),
-        other => Err(bad(key, format!("expected an integer from {min} to {max}, got {}", other.type_str()))),
+        toml::Value::Integer(i) => Err(bad(
+            key,
+            format!("{i} is out of range: expected an integer from {min} to {max}"),
+        )),
+        other => Err(bad(
+            key,
+            format!(
+                "expected an integer from {min} to {max}, got {}",
+                other.type_str()
+            ),
+        )),
     }
 }
 
@@ -164,7 +201,10 @@ fn env_table(key: &str, v: toml::Value) -> Result<Vec<String>, SettingsError> {
             .into_iter()
             .map(|(k, v)| match v {
                 toml::Value::String(s) => Ok(format!("{k}={s}")),
-                other => Err(bad(key, format!("value of {k} must be a string, got {}", other.type_str()))),
+                other => Err(bad(
+                    key,
+                    format!("value of {k} must be a string, got {}", other.type_str()),
+                )),
             })
             .collect(),
         other => strings(key, other),
@@ -177,20 +217,29 @@ pub struct Settings {
     pub server: ServerConfig,
     /// Log level name.
     pub log_level: String,
+    /// Event-loop threads of the front.
+    pub front_threads: usize,
 }
 
 fn parse_bind(s: &str) -> Result<Vec<BindAddr>, SettingsError> {
     let key = "--bind";
     if let Some(path) = s.strip_prefix("unix:") {
         if path.is_empty() {
-            return Err(bad(key, format!("'{s}': unix: needs a path, e.g. unix:/run/spillway.sock")));
+            return Err(bad(
+                key,
+                format!("'{s}': unix: needs a path, e.g. unix:/run/spillway.sock"),
+            ));
         }
         return Ok(vec![BindAddr::Unix(PathBuf::from(path))]);
     }
     if let Ok(sa) = s.parse::<SocketAddr>() {
         return Ok(vec![BindAddr::Tcp(sa)]);
     }
-    let with_host = if s.starts_with(':') { format!("0.0.0.0{s}") } else { s.to_owned() };
+    let with_host = if s.starts_with(':') {
+        format!("0.0.0.0{s}")
+    } else {
+        s.to_owned()
+    };
     match with_host.to_socket_addrs() {
         Ok(addrs) => {
             let mut v: Vec<BindAddr> = addrs.map(BindAddr::Tcp).collect();
@@ -201,7 +250,10 @@ fn parse_bind(s: &str) -> Result<Vec<BindAddr>, SettingsError> {
                 Ok(v)
             }
         }
-        Err(_) => Err(bad(key, format!("'{s}' is not HOST:PORT, [IPv6]:PORT or unix:/path"))),
+        Err(_) => Err(bad(
+            key,
+            format!("'{s}' is not HOST:PORT, [IPv6]:PORT or unix:/path"),
+        )),
     }
 }
 
@@ -215,13 +267,20 @@ fn existing_dir(key: &str, p: &Path) -> Result<PathBuf, SettingsError> {
 
 /// Validates the merged options into [`Settings`].
 pub fn resolve(args: ServeArgs) -> Result<Settings, SettingsError> {
-    let app = args
-        .app
-        .ok_or_else(|| bad("APP", "missing: give module:callable, module:factory() or path/to/file.py:callable"))?;
+    let app = args.app.ok_or_else(|| {
+        bad(
+            "APP",
+            "missing: give module:callable, module:factory() or path/to/file.py:callable",
+        )
+    })?;
     if app.trim().is_empty() {
         return Err(bad("APP", "is empty: give module:callable"));
     }
-    let bind_specs = if args.bind.is_empty() { vec!["127.0.0.1:8000".to_owned()] } else { args.bind };
+    let bind_specs = if args.bind.is_empty() {
+        vec!["127.0.0.1:8000".to_owned()]
+    } else {
+        args.bind
+    };
     let mut binds = Vec::new();
     for b in &bind_specs {
         for a in parse_bind(b)? {
@@ -235,16 +294,25 @@ pub fn resolve(args: ServeArgs) -> Result<Settings, SettingsError> {
         None => std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
     let threads = args.threads.unwrap_or(4);
-    let log_level = args.log_level.unwrap_or_else(|| "info".to_owned()).to_ascii_lowercase();
+    let log_level = args
+        .log_level
+        .unwrap_or_else(|| "info".to_owned())
+        .to_ascii_lowercase();
     if !LOG_LEVELS.contains(&log_level.as_str()) {
-        return Err(bad("--log-level", format!("'{log_level}' is not one of {}", LOG_LEVELS.join(", "))));
+        return Err(bad(
+            "--log-level",
+            format!("'{log_level}' is not one of {}", LOG_LEVELS.join(", ")),
+        ));
     }
     let root_path = match args.root_path {
         None => String::new(),
         Some(r) => {
             let trimmed = r.trim_end_matches('/').to_owned();
             if !trimmed.is_empty() && !trimmed.starts_with('/') {
-                return Err(bad("--root-path", format!("'{r}' must start with /, e.g. /identity")));
+                return Err(bad(
+                    "--root-path",
+                    format!("'{r}' must start with /, e.g. /identity"),
+                ));
             }
             trimmed
         }
@@ -254,11 +322,17 @@ pub fn resolve(args: ServeArgs) -> Result<Settings, SettingsError> {
         Some("-") => Some(AccessLog::Stdout),
         Some(p) => Some(AccessLog::File(PathBuf::from(p))),
     };
-    let chdir = args.chdir.as_deref().map(|d| existing_dir("--chdir", d)).transpose()?;
+    let chdir = args
+        .chdir
+        .as_deref()
+        .map(|d| existing_dir("--chdir", d))
+        .transpose()?;
     // VIRTUAL_ENV (an activated venv) counts only when nothing else named one.
-    let venv = args
-        .virtualenv
-        .or_else(|| std::env::var_os("VIRTUAL_ENV").filter(|v| !v.is_empty()).map(PathBuf::from));
+    let venv = args.virtualenv.or_else(|| {
+        std::env::var_os("VIRTUAL_ENV")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    });
     let venv = match venv {
         None => None,
         Some(v) => {
@@ -266,7 +340,10 @@ pub fn resolve(args: ServeArgs) -> Result<Settings, SettingsError> {
             if !dir.join("pyvenv.cfg").is_file() {
                 return Err(bad(
                     "--virtualenv",
-                    format!("{} is not a virtualenv (no pyvenv.cfg); create one with python3 -m venv", v.display()),
+                    format!(
+                        "{} is not a virtualenv (no pyvenv.cfg); create one with python3 -m venv",
+                        v.display()
+                    ),
                 ));
             }
             Some(dir)
@@ -281,7 +358,8 @@ pub fn resolve(args: ServeArgs) -> Result<Settings, SettingsError> {
             _ => return Err(bad("--env", format!("'{kv}' is not KEY=VALUE"))),
         }
     }
-    let program = std::env::current_exe().map_err(|e| bad("spillway", format!("cannot find our own executable: {e}")))?;
+    let program = std::env::current_exe()
+        .map_err(|e| bad("spillway", format!("cannot find our own executable: {e}")))?;
     let mut wargs: Vec<OsString> = vec![
         "__worker".into(),
         "--fd".into(),
@@ -312,7 +390,7 @@ pub fn resolve(args: ServeArgs) -> Result<Settings, SettingsError> {
         backlog: args.backlog.unwrap_or(4096),
         keep_alive: Duration::from_secs(args.keep_alive.unwrap_or(75)),
         header_timeout: Duration::from_secs(args.header_timeout.unwrap_or(10)),
-        limit_request_line: args.limit_request_line.unwrap_or(8190) as usize,
+        limit_request_line: args.limit_request_line.unwrap_or(4094) as usize,
         limit_request_fields: args.limit_request_fields.unwrap_or(100) as usize,
         limit_request_field_size: args.limit_request_field_size.unwrap_or(8190) as usize,
         root_path,
@@ -325,7 +403,11 @@ pub fn resolve(args: ServeArgs) -> Result<Settings, SettingsError> {
             cwd: chdir,
         },
     };
-    Ok(Settings { server, log_level })
+    Ok(Settings {
+        server,
+        log_level,
+        front_threads: args.front_threads.unwrap_or(1) as usize,
+    })
 }
 
 #[cfg(test)]
@@ -334,19 +416,35 @@ mod tests {
 
     #[test]
     fn binds_parse_every_documented_form() {
-        assert_eq!(parse_bind("127.0.0.1:8000").unwrap(), vec![BindAddr::Tcp("127.0.0.1:8000".parse().unwrap())]);
-        assert_eq!(parse_bind("[::]:9000").unwrap(), vec![BindAddr::Tcp("[::]:9000".parse().unwrap())]);
-        assert_eq!(parse_bind("unix:/tmp/x.sock").unwrap(), vec![BindAddr::Unix("/tmp/x.sock".into())]);
-        assert_eq!(parse_bind(":8080").unwrap(), vec![BindAddr::Tcp("0.0.0.0:8080".parse().unwrap())]);
+        assert_eq!(
+            parse_bind("127.0.0.1:8000").unwrap(),
+            vec![BindAddr::Tcp("127.0.0.1:8000".parse().unwrap())]
+        );
+        assert_eq!(
+            parse_bind("[::]:9000").unwrap(),
+            vec![BindAddr::Tcp("[::]:9000".parse().unwrap())]
+        );
+        assert_eq!(
+            parse_bind("unix:/tmp/x.sock").unwrap(),
+            vec![BindAddr::Unix("/tmp/x.sock".into())]
+        );
+        assert_eq!(
+            parse_bind(":8080").unwrap(),
+            vec![BindAddr::Tcp("0.0.0.0:8080".parse().unwrap())]
+        );
         assert!(parse_bind("nonsense").is_err());
         assert!(parse_bind("unix:").is_err());
     }
 
     #[test]
     fn file_values_are_checked_with_the_key_in_the_message() {
-        let e = int::<u16>("f: threads", toml::Value::Integer(0), 1, 1024).unwrap_err().to_string();
+        let e = int::<u16>("f: threads", toml::Value::Integer(0), 1, 1024)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("threads") && e.contains("1 to 1024"), "{e}");
-        let e = string("f: app", toml::Value::Integer(3)).unwrap_err().to_string();
+        let e = string("f: app", toml::Value::Integer(3))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("expected a string"), "{e}");
     }
 
@@ -371,7 +469,10 @@ mod tests {
             ..Default::default()
         };
         let e = merge_file(&mut args).unwrap_err().to_string();
-        assert!(e.contains("unknown key 'thread'") && e.contains("threads"), "{e}");
+        assert!(
+            e.contains("unknown key 'thread'") && e.contains("threads"),
+            "{e}"
+        );
         assert!(!e.contains('\n'));
     }
 }
