@@ -26,7 +26,12 @@ impl AccessRecord {
         let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
         AccessRecord {
             client: client.to_owned(),
-            request_line: format!("{} {} {:?}", req.method(), target.escape_debug(), req.version()),
+            request_line: format!(
+                "{} {} {:?}",
+                req.method(),
+                target.escape_debug(),
+                req.version()
+            ),
             started,
             status: 0,
             queued: Duration::ZERO,
@@ -46,9 +51,13 @@ impl AccessLogger {
     pub fn open(target: &AccessLog) -> io::Result<AccessLogger> {
         let out: Box<dyn Write + Send> = match target {
             AccessLog::Stdout => Box::new(LineWriter::new(io::stdout())),
-            AccessLog::File(p) => Box::new(LineWriter::new(OpenOptions::new().create(true).append(true).open(p)?)),
+            AccessLog::File(p) => Box::new(LineWriter::new(
+                OpenOptions::new().create(true).append(true).open(p)?,
+            )),
         };
-        Ok(AccessLogger { out: Mutex::new(out) })
+        Ok(AccessLogger {
+            out: Mutex::new(out),
+        })
     }
 
     /// Logs one finished request.

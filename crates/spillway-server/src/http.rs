@@ -17,14 +17,16 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
-use http::{Method, Request, Response, StatusCode, Version};
+use http::{Request, Response, StatusCode, Version};
 use http_body::{Body as HttpBody, Frame as BodyFrame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use spillway_proto::{BodyKind, Frame, Protocol, RequestHead, Scheme, INITIAL_REQUEST_WINDOW, INITIAL_RESPONSE_WINDOW};
+use spillway_proto::{
+    BodyKind, Frame, Protocol, RequestHead, Scheme, INITIAL_REQUEST_WINDOW, INITIAL_RESPONSE_WINDOW,
+};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::{mpsc, watch, Notify};
 
@@ -111,7 +113,11 @@ impl ConnShared {
     }
 
     /// When the connection should be closed if nothing changes, and why.
-    fn deadline(&self, keep_alive: Duration, header_timeout: Duration) -> Option<(Instant, &'static str)> {
+    fn deadline(
+        &self,
+        keep_alive: Duration,
+        header_timeout: Duration,
+    ) -> Option<(Instant, &'static str)> {
         let t = self.lock();
         if t.in_flight > 0 {
             None
@@ -139,7 +145,11 @@ struct ClientIo<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncRead for ClientIo<S> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let Some(inner) = self.inner.as_mut() else {
             return Poll::Ready(Ok(()));
@@ -153,7 +163,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncRead for ClientIo<
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncWrite for ClientIo<S> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
         match self.inner.as_mut() {
             Some(s) => Pin::new(s).poll_write(cx, data),
             None => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
@@ -215,8 +229,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Drop for ClientIo<S> {
 }
 
 /// Serves one client connection until it closes, times out, or the server drains.
-pub(crate) async fn serve_connection<S>(stream: S, peer: Peer, front: Arc<Front>, mut draining: watch::Receiver<bool>)
-where
+pub(crate) async fn serve_connection<S>(
+    stream: S,
+    peer: Peer,
+    front: Arc<Front>,
+    mut draining: watch::Receiver<bool>,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let shared = ConnShared::new();
@@ -317,7 +335,10 @@ impl HttpBody for Body {
     type Data = Bytes;
     type Error = BodyError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<BodyFrame<Bytes>, BodyError>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<BodyFrame<Bytes>, BodyError>>> {
         let this = &mut *self;
         let polled = match &mut this.kind {
             Content::Full(b) => Poll::Ready(b.take().map(|b| Ok(BodyFrame::data(b)))),
@@ -373,7 +394,9 @@ impl StreamBody {
             }
             Poll::Ready(Some(Event::Abort)) => {
                 self.done = true;
-                Poll::Ready(Some(Err(BodyError("the application failed while streaming"))))
+                Poll::Ready(Some(Err(BodyError(
+                    "the application failed while streaming",
+                ))))
             }
             Poll::Ready(Some(Event::WorkerLost)) | Poll::Ready(None) => {
                 self.done = true;
@@ -381,7 +404,9 @@ impl StreamBody {
             }
             Poll::Ready(Some(Event::Head(_))) => {
                 self.done = true;
-                Poll::Ready(Some(Err(BodyError("the worker sent a second response head"))))
+                Poll::Ready(Some(Err(BodyError(
+                    "the worker sent a second response head",
+                ))))
             }
         }
     }
@@ -419,7 +444,14 @@ impl Drop for StreamGuard {
     }
 }
 
-fn simple(front: &Arc<Front>, in_flight: InFlight, status: StatusCode, msg: &'static str, close: bool, record: Option<AccessRecord>) -> Response<Body> {
+fn simple(
+    front: &Arc<Front>,
+    in_flight: InFlight,
+    status: StatusCode,
+    msg: &'static str,
+    close: bool,
+    record: Option<AccessRecord>,
+) -> Response<Body> {
     let mut r = Response::new(Body {
         kind: Content::Full(Some(Bytes::from_static(msg.as_bytes()))),
         bytes_sent: 0,
@@ -432,11 +464,17 @@ fn simple(front: &Arc<Front>, in_flight: InFlight, status: StatusCode, msg: &'st
     });
     *r.status_mut() = status;
     let h = r.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     if close {
         h.insert(header::CONNECTION, HeaderValue::from_static("close"));
     } else {
-        h.insert(HeaderName::from_static("keep-alive"), front.keep_alive_value.clone());
+        h.insert(
+            HeaderName::from_static("keep-alive"),
+            front.keep_alive_value.clone(),
+        );
     }
     r
 }
@@ -445,7 +483,13 @@ fn simple(front: &Arc<Front>, in_flight: InFlight, status: StatusCode, msg: &'st
 fn is_hop_by_hop(name: &HeaderName) -> bool {
     matches!(
         name.as_str(),
-        "connection" | "keep-alive" | "proxy-connection" | "transfer-encoding" | "te" | "trailer" | "upgrade"
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "transfer-encoding"
+            | "te"
+            | "trailer"
+            | "upgrade"
     )
 }
 
@@ -475,7 +519,13 @@ fn environ_key(name: &HeaderName) -> Option<Bytes> {
         _ => {
             let mut k = Vec::with_capacity(5 + n.len());
             k.extend_from_slice(b"HTTP_");
-            k.extend(n.bytes().map(|b| if b == b'-' { b'_' } else { b.to_ascii_uppercase() }));
+            k.extend(n.bytes().map(|b| {
+                if b == b'-' {
+                    b'_'
+                } else {
+                    b.to_ascii_uppercase()
+                }
+            }));
             return Some(Bytes::from(k));
         }
     };
@@ -485,7 +535,11 @@ fn environ_key(name: &HeaderName) -> Option<Bytes> {
 /// Why a request is refused before it reaches a worker.
 struct Reject(StatusCode, &'static str);
 
-fn build_head(req: &Request<Incoming>, front: &Front, peer: &Peer) -> Result<RequestHead, Reject> {
+fn build_head(
+    req: &Request<Incoming>,
+    front: &Front,
+    peer: &Peer,
+) -> Result<Box<RequestHead>, Reject> {
     let cfg = &front.cfg;
     let uri = req.uri();
     let target = uri.path_and_query().map_or("/", |p| p.as_str());
@@ -495,29 +549,56 @@ fn build_head(req: &Request<Incoming>, front: &Front, peer: &Peer) -> Result<Req
     let protocol = match req.version() {
         Version::HTTP_10 => Protocol::Http10,
         Version::HTTP_11 => Protocol::Http11,
-        _ => return Err(Reject(StatusCode::HTTP_VERSION_NOT_SUPPORTED, "HTTP Version Not Supported\n")),
+        _ => {
+            return Err(Reject(
+                StatusCode::HTTP_VERSION_NOT_SUPPORTED,
+                "HTTP Version Not Supported\n",
+            ))
+        }
     };
     let headers = req.headers();
-    if protocol == Protocol::Http11 && !headers.contains_key(header::HOST) {
-        return Err(Reject(StatusCode::BAD_REQUEST, "Bad Request: HTTP/1.1 requires a Host header\n"));
+    // RFC 9112 §3.2: a server MUST reject an HTTP/1.1 request without exactly one Host.
+    match headers.get_all(header::HOST).iter().count() {
+        0 if protocol == Protocol::Http11 => {
+            return Err(Reject(
+                StatusCode::BAD_REQUEST,
+                "Bad Request: HTTP/1.1 requires a Host header\n",
+            ))
+        }
+        0 | 1 => {}
+        _ => {
+            return Err(Reject(
+                StatusCode::BAD_REQUEST,
+                "Bad Request: more than one Host header\n",
+            ))
+        }
     }
     let mut pairs = Vec::with_capacity(headers.keys_len());
     for name in headers.keys() {
         let mut values = headers.get_all(name).iter();
         let Some(first) = values.next() else { continue };
         if name.as_str().len() + first.len() + 2 > cfg.limit_request_field_size {
-            return Err(Reject(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "Request Header Fields Too Large\n"));
+            return Err(Reject(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "Request Header Fields Too Large\n",
+            ));
         }
-        let Some(key) = environ_key(name) else { continue };
+        let Some(key) = environ_key(name) else {
+            continue;
+        };
         let value = match values.next() {
             None => Bytes::copy_from_slice(first.as_bytes()),
             Some(second) => {
-                let sep: &[u8] = if name == header::COOKIE { b"; " } else { b", " };
+                // RFC 9110 §5.3 joins with a comma; Cookie is the exception (RFC 6265 uses "; ").
+                let sep: &[u8] = if name == header::COOKIE { b"; " } else { b"," };
                 let mut v = Vec::with_capacity(first.len() * 2 + 2);
                 v.extend_from_slice(first.as_bytes());
                 for more in std::iter::once(second).chain(values) {
                     if name.as_str().len() + more.len() + 2 > cfg.limit_request_field_size {
-                        return Err(Reject(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "Request Header Fields Too Large\n"));
+                        return Err(Reject(
+                            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                            "Request Header Fields Too Large\n",
+                        ));
                     }
                     v.extend_from_slice(sep);
                     v.extend_from_slice(more.as_bytes());
@@ -554,7 +635,7 @@ fn build_head(req: &Request<Incoming>, front: &Front, peer: &Peer) -> Result<Req
     } else {
         (Bytes::copy_from_slice(root), decoded)
     };
-    Ok(RequestHead {
+    Ok(Box::new(RequestHead {
         method: Bytes::copy_from_slice(req.method().as_str().as_bytes()),
         script_name,
         path_info,
@@ -568,14 +649,22 @@ fn build_head(req: &Request<Incoming>, front: &Front, peer: &Peer) -> Result<Req
         body,
         expect_continue,
         headers: pairs,
-    })
+    }))
 }
 
-async fn handle(req: Request<Incoming>, front: Arc<Front>, peer: Arc<Peer>, conn: Arc<ConnShared>) -> Result<Response<Body>, Infallible> {
+async fn handle(
+    req: Request<Incoming>,
+    front: Arc<Front>,
+    peer: Arc<Peer>,
+    conn: Arc<ConnShared>,
+) -> Result<Response<Body>, Infallible> {
     conn.request_started();
     let in_flight = InFlight(conn);
     let started = Instant::now();
-    let record = front.access_log.as_ref().map(|_| AccessRecord::new(&req, &peer.label, started));
+    let record = front
+        .access_log
+        .as_ref()
+        .map(|_| AccessRecord::new(&req, &peer.label, started));
     let head = match build_head(&req, &front, &peer) {
         Ok(h) => h,
         Err(Reject(status, msg)) => {
@@ -583,22 +672,40 @@ async fn handle(req: Request<Incoming>, front: Arc<Front>, peer: Arc<Peer>, conn
             return Ok(simple(&front, in_flight, status, msg, true, record));
         }
     };
-    let is_head = req.method() == Method::HEAD;
     let wants_body = !matches!(head.body, BodyKind::Empty);
-    let initial_credit = if head.expect_continue { 0 } else { INITIAL_REQUEST_WINDOW as u64 };
-
-    let lease = match front.pool.acquire().await {
-        Ok(l) => l,
-        Err(_) => {
-            return Ok(simple(&front, in_flight, StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable: shutting down\n", true, record));
-        }
+    let initial_credit = if head.expect_continue {
+        0
+    } else {
+        INITIAL_REQUEST_WINDOW as u64
     };
-    let queued = lease.queued;
-    let worker = lease.worker.clone();
-    let (stream, mut events, gate) = match worker.open(lease, head, initial_credit) {
-        Ok(x) => x,
-        Err(_lease) => {
-            return Ok(simple(&front, in_flight, StatusCode::BAD_GATEWAY, "Bad Gateway: worker unavailable\n", false, record));
+
+    // A worker that just died may still have free slots in the pool until its supervisor
+    // removes it: skip those (forgetting the lease, so the slot is not handed on) rather
+    // than fail a request that never reached it. Only requests in flight on a dead worker
+    // get 502.
+    let mut head = head;
+    let (queued, worker, stream, mut events, gate) = loop {
+        let lease = match front.pool.acquire().await {
+            Ok(l) => l,
+            Err(_) => {
+                return Ok(simple(
+                    &front,
+                    in_flight,
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Service Unavailable: shutting down\n",
+                    true,
+                    record,
+                ));
+            }
+        };
+        let queued = lease.queued;
+        let worker = lease.worker.clone();
+        match worker.open(lease, head, initial_credit) {
+            Ok(o) => break (queued, worker, o.stream, o.events, o.gate),
+            Err((mut lease, returned)) => {
+                lease.forget();
+                head = returned;
+            }
         }
     };
     let mut guard = StreamGuard {
@@ -615,12 +722,26 @@ async fn handle(req: Request<Incoming>, front: Arc<Front>, peer: Arc<Peer>, conn
         Some(Event::WorkerLost) | None => {
             guard.armed = false;
             tracing::warn!(client = %peer.label, worker = worker.pid, generation = worker.generation, "worker died before answering; 502");
-            return Ok(simple(&front, in_flight, StatusCode::BAD_GATEWAY, "Bad Gateway: the worker died\n", false, record));
+            return Ok(simple(
+                &front,
+                in_flight,
+                StatusCode::BAD_GATEWAY,
+                "Bad Gateway: the worker died\n",
+                false,
+                record,
+            ));
         }
         Some(other) => {
             guard.armed = false;
             tracing::error!(worker = worker.pid, event = ?other, "worker sent a response without a head; 502");
-            return Ok(simple(&front, in_flight, StatusCode::BAD_GATEWAY, "Bad Gateway\n", false, record));
+            return Ok(simple(
+                &front,
+                in_flight,
+                StatusCode::BAD_GATEWAY,
+                "Bad Gateway\n",
+                false,
+                record,
+            ));
         }
     };
     guard.armed = false;
@@ -650,8 +771,14 @@ async fn handle(req: Request<Incoming>, front: Arc<Front>, peer: Arc<Peer>, conn
     let mut close = false;
     let hdrs = resp.headers_mut();
     for (k, v) in head.headers {
-        let (Ok(name), Ok(value)) = (HeaderName::from_bytes(&k), HeaderValue::from_maybe_shared(v)) else {
-            tracing::warn!(worker = worker.pid, "application sent an invalid header; dropped");
+        let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(&k),
+            HeaderValue::from_maybe_shared(v),
+        ) else {
+            tracing::warn!(
+                worker = worker.pid,
+                "application sent an invalid header; dropped"
+            );
             continue;
         };
         if is_hop_by_hop(&name) {
@@ -665,19 +792,28 @@ async fn handle(req: Request<Incoming>, front: Arc<Front>, peer: Arc<Peer>, conn
     if close {
         hdrs.insert(header::CONNECTION, HeaderValue::from_static("close"));
     } else {
-        hdrs.insert(HeaderName::from_static("keep-alive"), front.keep_alive_value.clone());
+        hdrs.insert(
+            HeaderName::from_static("keep-alive"),
+            front.keep_alive_value.clone(),
+        );
     }
-    let _ = is_head; // hyper itself omits the body of HEAD, 204 and 304 responses
     Ok(resp)
 }
 
 /// Streams the request body to the worker as its credit allows. The first poll of the
 /// body is what makes hyper send `100 Continue`, so with `Expect: 100-continue` nothing
 /// is polled until the application reads `wsgi.input`.
-async fn pump_body(mut body: Incoming, worker: Arc<WorkerLink>, stream: u32, gate: Arc<CreditGate>) {
+async fn pump_body(
+    mut body: Incoming,
+    worker: Arc<WorkerLink>,
+    stream: u32,
+    gate: Arc<CreditGate>,
+) {
     loop {
         // Wait for credit before polling: polling is what asks the client for more.
-        let Some(mut credit) = gate.take(u64::MAX).await else { return };
+        let Some(mut credit) = gate.take(u64::MAX).await else {
+            return;
+        };
         let frame = match body.frame().await {
             None => {
                 worker.send(&Frame::RequestEnd { stream });
@@ -690,7 +826,9 @@ async fn pump_body(mut body: Incoming, worker: Arc<WorkerLink>, stream: u32, gat
             }
             Some(Ok(f)) => f,
         };
-        let Ok(mut data) = frame.into_data() else { continue }; // trailers: not passed on
+        let Ok(mut data) = frame.into_data() else {
+            continue;
+        }; // trailers: not passed on
         while !data.is_empty() {
             if credit == 0 {
                 match gate.take(u64::MAX).await {
@@ -698,7 +836,9 @@ async fn pump_body(mut body: Incoming, worker: Arc<WorkerLink>, stream: u32, gat
                     None => return,
                 }
             }
-            let n = (data.len() as u64).min(credit).min(spillway_proto::MAX_CHUNK as u64) as usize;
+            let n = (data.len() as u64)
+                .min(credit)
+                .min(spillway_proto::MAX_CHUNK as u64) as usize;
             worker.send_body(stream, &data.split_to(n));
             credit -= n as u64;
         }

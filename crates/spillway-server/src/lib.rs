@@ -83,7 +83,12 @@ pub async fn serve(cfg: ServerConfig) -> Result<(), ServerError> {
     // Accept from the first moment: requests wait in the queue until workers are ready.
     let mut accept_tasks = Vec::new();
     for (l, name) in listeners {
-        accept_tasks.push(tokio::spawn(accept_loop(l, name, front.clone(), drain_rx.clone())));
+        accept_tasks.push(tokio::spawn(accept_loop(
+            l,
+            name,
+            front.clone(),
+            drain_rx.clone(),
+        )));
     }
 
     let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
@@ -139,7 +144,11 @@ pub async fn serve(cfg: ServerConfig) -> Result<(), ServerError> {
             return Ok(());
         }
     };
-    tracing::info!(signal = why, graceful_timeout_s = cfg.graceful_timeout.as_secs(), "shutting down: no new connections, finishing requests in flight");
+    tracing::info!(
+        signal = why,
+        graceful_timeout_s = cfg.graceful_timeout.as_secs(),
+        "shutting down: no new connections, finishing requests in flight"
+    );
     let _ = drain_tx.send(true);
     for t in &accept_tasks {
         t.abort();
@@ -171,7 +180,10 @@ pub async fn serve(cfg: ServerConfig) -> Result<(), ServerError> {
             let _ = s.await;
         }
     };
-    if tokio::time::timeout(Duration::from_secs(5), all_exited).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(5), all_exited)
+        .await
+        .is_err()
+    {
         kill_workers(&sup);
     }
     tracing::info!("stopped");
@@ -187,7 +199,12 @@ fn kill_workers(sup: &Supervisor) {
     }
 }
 
-async fn accept_loop(l: Listener, name: String, front: Arc<Front>, draining: watch::Receiver<bool>) {
+async fn accept_loop(
+    l: Listener,
+    name: String,
+    front: Arc<Front>,
+    draining: watch::Receiver<bool>,
+) {
     let mut last_error_log: Option<Instant> = None;
     loop {
         let accepted = match &l {
@@ -197,11 +214,20 @@ async fn accept_loop(l: Listener, name: String, front: Arc<Front>, draining: wat
                 let p = Peer {
                     remote_addr: Bytes::from(peer.ip().to_string()),
                     remote_port: Bytes::from(peer.port().to_string()),
-                    server_name: Bytes::from(local.map_or_else(String::new, |a| a.ip().to_string())),
-                    server_port: Bytes::from(local.map_or_else(String::new, |a| a.port().to_string())),
+                    server_name: Bytes::from(
+                        local.map_or_else(String::new, |a| a.ip().to_string()),
+                    ),
+                    server_port: Bytes::from(
+                        local.map_or_else(String::new, |a| a.port().to_string()),
+                    ),
                     label: peer.to_string(),
                 };
-                tokio::spawn(http::serve_connection(s, p, front.clone(), draining.clone()));
+                tokio::spawn(http::serve_connection(
+                    s,
+                    p,
+                    front.clone(),
+                    draining.clone(),
+                ));
             }),
             Listener::Unix(u) => u.accept().await.map(|(s, _)| {
                 let p = Peer {
@@ -211,7 +237,12 @@ async fn accept_loop(l: Listener, name: String, front: Arc<Front>, draining: wat
                     server_port: Bytes::new(),
                     label: name.clone(),
                 };
-                tokio::spawn(http::serve_connection(s, p, front.clone(), draining.clone()));
+                tokio::spawn(http::serve_connection(
+                    s,
+                    p,
+                    front.clone(),
+                    draining.clone(),
+                ));
             }),
         };
         if let Err(e) = accepted {

@@ -56,7 +56,10 @@ pub fn bind(addr: &BindAddr, backlog: u32) -> io::Result<(Listener, String)> {
             let std: std::net::TcpListener = socket.into();
             let local: SocketAddr = std.local_addr()?;
             tracing::info!(listener = %local, backlog, effective_backlog = effective, "listening");
-            Ok((Listener::Tcp(tokio::net::TcpListener::from_std(std)?), local.to_string()))
+            Ok((
+                Listener::Tcp(tokio::net::TcpListener::from_std(std)?),
+                local.to_string(),
+            ))
         }
         BindAddr::Unix(path) => {
             remove_stale_socket(path)?;
@@ -67,7 +70,10 @@ pub fn bind(addr: &BindAddr, backlog: u32) -> io::Result<(Listener, String)> {
             let std: std::os::unix::net::UnixListener = socket.into();
             let name = format!("unix:{}", path.display());
             tracing::info!(listener = %name, backlog, effective_backlog = effective, "listening");
-            Ok((Listener::Unix(tokio::net::UnixListener::from_std(std)?), name))
+            Ok((
+                Listener::Unix(tokio::net::UnixListener::from_std(std)?),
+                name,
+            ))
         }
     }
 }

@@ -42,7 +42,11 @@ const MAX_BACKOFF: Duration = Duration::from_secs(10);
 const HEALTHY_AFTER: Duration = Duration::from_secs(10);
 
 impl Supervisor {
-    pub fn new(pool: Arc<Pool>, command: WorkerCommand, events: mpsc::UnboundedSender<SlotEvent>) -> Arc<Supervisor> {
+    pub fn new(
+        pool: Arc<Pool>,
+        command: WorkerCommand,
+        events: mpsc::UnboundedSender<SlotEvent>,
+    ) -> Arc<Supervisor> {
         Arc::new(Supervisor {
             pool,
             command,
@@ -75,9 +79,19 @@ impl Supervisor {
             };
             let (mut child, startup) = worker::handshake(spawned, id, self.generation).await;
             match startup {
-                Startup::Ready { link, threads, reader } => {
+                Startup::Ready {
+                    link,
+                    threads,
+                    reader,
+                } => {
                     let pid = link.pid;
-                    tracing::info!(worker = pid, generation = link.generation, slot, threads, "worker ready");
+                    tracing::info!(
+                        worker = pid,
+                        generation = link.generation,
+                        slot,
+                        threads,
+                        "worker ready"
+                    );
                     self.links().insert(id, link.clone());
                     self.pool.add(link.clone(), threads as u32);
                     let _ = self.events.send(SlotEvent::Ready);
@@ -119,7 +133,11 @@ impl Supervisor {
                     }
                 }
             }
-            tracing::info!(slot, backoff_ms = backoff.as_millis() as u64, "restarting worker after backoff");
+            tracing::info!(
+                slot,
+                backoff_ms = backoff.as_millis() as u64,
+                "restarting worker after backoff"
+            );
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(MAX_BACKOFF);
         }

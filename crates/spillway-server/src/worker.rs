@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::{Bytes, BytesMut};
-use spillway_proto::{decode, encode_body, Frame, Kind, ResponseHead};
+use spillway_proto::{decode, encode_body, Frame, Kind, RequestHead, ResponseHead};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{mpsc, Notify};
@@ -33,6 +33,16 @@ pub enum Event {
     Abort,
     /// The worker process died or broke the protocol.
     WorkerLost,
+}
+
+/// A request started on a worker.
+pub struct Opened {
+    /// Its stream id on the worker's socket.
+    pub stream: u32,
+    /// What the worker answers.
+    pub events: mpsc::UnboundedReceiver<Event>,
+    /// Request-body credit from the worker.
+    pub gate: Arc<CreditGate>,
 }
 
 /// Request-body credit granted by the worker, consumed by the body pump.
@@ -141,11 +151,11 @@ impl WorkerLink {
     pub fn open(
         &self,
         lease: Lease,
-        head: spillway_proto::RequestHead,
+        head: Box<RequestHead>,
         initial_credit: u64,
-    ) -> Result<(u32, mpsc::UnboundedReceiver<Event>, Arc<CreditGate>), Lease> {
+    ) -> Result<Opened, (Lease, Box<RequestHead>)> {
         if !self.alive.load(Ordering::Acquire) {
-            return Err(lease);
+            return Err((lease, head));
         }
         let (tx, rx) = mpsc::unbounded_channel();
         let gate = CreditGate::new(initial_credit);
@@ -163,11 +173,12 @@ impl WorkerLink {
                 _lease: Some(lease),
             },
         );
-        self.send(&Frame::RequestHead {
+        self.send(&Frame::RequestHead { stream, head });
+        Ok(Opened {
             stream,
-            head: Box::new(head),
-        });
-        Ok((stream, rx, gate))
+            events: rx,
+            gate,
+        })
     }
 
     /// The client is gone: tell the worker, if the stream is still running there.
@@ -337,12 +348,18 @@ async fn read_frame(rd: &mut OwnedReadHalf, buf: &mut BytesMut) -> Result<Option
 }
 
 /// Performs the hello/ready handshake on a spawned worker.
-pub async fn handshake(spawned: Spawned, id: u64, generation: u64) -> (tokio::process::Child, Startup) {
+pub async fn handshake(
+    spawned: Spawned,
+    id: u64,
+    generation: u64,
+) -> (tokio::process::Child, Startup) {
     let Spawned { child, socket } = spawned;
     let (mut rd, wr) = socket.into_split();
     let mut buf = BytesMut::with_capacity(64 * 1024);
     let pid = match read_frame(&mut rd, &mut buf).await {
-        Ok(Some(Frame::Hello { version, pid })) if version == spillway_proto::PROTOCOL_VERSION => pid,
+        Ok(Some(Frame::Hello { version, pid })) if version == spillway_proto::PROTOCOL_VERSION => {
+            pid
+        }
         Ok(Some(Frame::Hello { version, .. })) => {
             return (
                 child,
@@ -352,13 +369,23 @@ pub async fn handshake(spawned: Spawned, id: u64, generation: u64) -> (tokio::pr
                 )),
             )
         }
-        Ok(Some(other)) => return (child, Startup::Failed(format!("expected hello, got {:?}", other.kind()))),
+        Ok(Some(other)) => {
+            return (
+                child,
+                Startup::Failed(format!("expected hello, got {:?}", other.kind())),
+            )
+        }
         Ok(None) => return (child, Startup::Failed("exited before saying hello".into())),
         Err(e) => return (child, Startup::Failed(e)),
     };
     let threads = match read_frame(&mut rd, &mut buf).await {
         Ok(Some(Frame::Ready { threads })) => threads,
-        Ok(Some(other)) => return (child, Startup::Failed(format!("expected ready, got {:?}", other.kind()))),
+        Ok(Some(other)) => {
+            return (
+                child,
+                Startup::Failed(format!("expected ready, got {:?}", other.kind())),
+            )
+        }
         Ok(None) => return (child, Startup::Failed("exited before it was ready".into())),
         Err(e) => return (child, Startup::Failed(e)),
     };
@@ -423,4 +450,3 @@ impl WorkerReader {
         err
     }
 }
-

@@ -107,7 +107,11 @@ impl Input {
         out
     }
 
-    fn read_line<'py>(&mut self, py: Python<'py>, limit: Option<usize>) -> PyResult<Bound<'py, PyBytes>> {
+    fn read_line<'py>(
+        &mut self,
+        py: Python<'py>,
+        limit: Option<usize>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
         let mut scanned = 0;
         loop {
             let window = limit.map_or(self.buf.len(), |l| l.min(self.buf.len()));
@@ -154,13 +158,21 @@ impl Input {
 
     /// `readline(size=-1)`: through the next `\n`, at most `size` bytes.
     #[pyo3(signature = (size=None))]
-    fn readline<'py>(&mut self, py: Python<'py>, size: Option<isize>) -> PyResult<Bound<'py, PyBytes>> {
+    fn readline<'py>(
+        &mut self,
+        py: Python<'py>,
+        size: Option<isize>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
         self.read_line(py, limit(size))
     }
 
     /// `readlines(hint=-1)`: lines until the body ends or `hint` bytes were read.
     #[pyo3(signature = (hint=None))]
-    fn readlines<'py>(&mut self, py: Python<'py>, hint: Option<isize>) -> PyResult<Bound<'py, PyList>> {
+    fn readlines<'py>(
+        &mut self,
+        py: Python<'py>,
+        hint: Option<isize>,
+    ) -> PyResult<Bound<'py, PyList>> {
         let hint = limit(hint).filter(|&h| h > 0);
         let lines = PyList::empty(py);
         let mut total = 0;

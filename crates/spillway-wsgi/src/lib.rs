@@ -167,7 +167,11 @@ fn load(py: Python<'_>, spec: &WorkerSpec, link: Arc<Link>, pid: u32) -> Result<
     boot.getattr("prepare")
         .and_then(|f| f.call1(("spillway", BUILD_PYTHON, None::<String>, pythonpath, venv)))
         .map_err(|e| {
-            tracing::error!(worker = pid, "could not prepare the interpreter\n{}", traceback(&e));
+            tracing::error!(
+                worker = pid,
+                "could not prepare the interpreter\n{}",
+                traceback(&e)
+            );
             WorkerError::AppLoad {
                 app: spec.app.clone(),
             }
@@ -176,7 +180,12 @@ fn load(py: Python<'_>, spec: &WorkerSpec, link: Arc<Link>, pid: u32) -> Result<
         .getattr("load")
         .and_then(|f| f.call1((spec.app.as_str(),)))
         .map_err(|e| {
-            tracing::error!(worker = pid, "could not load APP '{}'\n{}", spec.app, traceback(&e));
+            tracing::error!(
+                worker = pid,
+                "could not load APP '{}'\n{}",
+                spec.app,
+                traceback(&e)
+            );
             WorkerError::AppLoad {
                 app: spec.app.clone(),
             }

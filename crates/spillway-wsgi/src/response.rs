@@ -60,7 +60,12 @@ impl Out {
 
     /// Queues body bytes (sending the head first), waiting for response credit from the
     /// front when the client reads slower than the application writes.
-    fn emit(&mut self, py: Python<'_>, mut data: &[u8], flush: bool) -> PyResult<Result<(), Cancelled>> {
+    fn emit(
+        &mut self,
+        py: Python<'_>,
+        mut data: &[u8],
+        flush: bool,
+    ) -> PyResult<Result<(), Cancelled>> {
         let Some(status) = self.status else {
             return Err(PyAssertionError::new_err(
                 "response body produced before start_response() was called",
@@ -101,7 +106,12 @@ impl Out {
                 continue;
             }
             let n = data.len().min(credit as usize).min(MAX_CHUNK);
-            encode_body(Kind::ResponseBody, self.stream.id, &data[..n], &mut self.pending);
+            encode_body(
+                Kind::ResponseBody,
+                self.stream.id,
+                &data[..n],
+                &mut self.pending,
+            );
             self.stream.lock().response_credit -= n as u64;
             data = &data[n..];
         }
@@ -131,9 +141,9 @@ fn is_tchar(b: u8) -> bool {
 
 /// A header string from the application as latin-1 bytes.
 fn header_bytes(s: &Bound<'_, PyAny>, what: &str) -> PyResult<Bytes> {
-    let s: &str = s
-        .extract()
-        .map_err(|_| PyTypeError::new_err(format!("header {what} must be str, got {}", s.get_type())))?;
+    let s: &str = s.extract().map_err(|_| {
+        PyTypeError::new_err(format!("header {what} must be str, got {}", s.get_type()))
+    })?;
     let mut out = Vec::with_capacity(s.len());
     for c in s.chars() {
         let c = c as u32;
@@ -149,10 +159,13 @@ fn header_bytes(s: &Bound<'_, PyAny>, what: &str) -> PyResult<Bytes> {
 
 fn parse_status(status: &str) -> PyResult<u16> {
     let b = status.as_bytes();
-    let ok = b.len() >= 3
-        && b[..3].iter().all(u8::is_ascii_digit)
-        && (b.len() == 3 || b[3] == b' ');
-    let code = if ok { status[..3].parse::<u16>().ok() } else { None };
+    let ok =
+        b.len() >= 3 && b[..3].iter().all(u8::is_ascii_digit) && (b.len() == 3 || b[3] == b' ');
+    let code = if ok {
+        status[..3].parse::<u16>().ok()
+    } else {
+        None
+    };
     match code {
         Some(c) if c >= 200 => Ok(c),
         _ => Err(PyValueError::new_err(format!(
@@ -169,7 +182,9 @@ fn parse_headers(headers: &Bound<'_, PyAny>) -> PyResult<Vec<(Bytes, Bytes)>> {
             .cast::<PyTuple>()
             .map_err(|_| PyTypeError::new_err("each header must be a (name, value) tuple"))?;
         if pair.len() != 2 {
-            return Err(PyTypeError::new_err("each header must be a (name, value) tuple"));
+            return Err(PyTypeError::new_err(
+                "each header must be a (name, value) tuple",
+            ));
         }
         let name = header_bytes(&pair.get_item(0)?, "name")?;
         let value = header_bytes(&pair.get_item(1)?, "value")?;
@@ -229,9 +244,9 @@ impl Responder {
 
     /// The legacy `write(data)` callable: sends `data` at once.
     fn write(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
-        let bytes = data
-            .cast::<PyBytes>()
-            .map_err(|_| PyTypeError::new_err(format!("write() takes bytes, not {}", data.get_type())))?;
+        let bytes = data.cast::<PyBytes>().map_err(|_| {
+            PyTypeError::new_err(format!("write() takes bytes, not {}", data.get_type()))
+        })?;
         match self.out().emit(py, bytes.as_bytes(), true)? {
             Ok(()) => Ok(()),
             Err(Cancelled) => Err(pyo3::exceptions::PyOSError::new_err("client disconnected")),
@@ -259,7 +274,12 @@ pub(crate) fn serve(py: Python<'_>, ctx: &Ctx, job: Job) {
         link: ctx.link.clone(),
         discard_body: head.method.as_ref() == b"HEAD",
     };
-    let responder = match Bound::new(py, Responder { out: Mutex::new(out) }) {
+    let responder = match Bound::new(
+        py,
+        Responder {
+            out: Mutex::new(out),
+        },
+    ) {
         Ok(r) => r,
         Err(e) => {
             log_app_error(py, ctx, &head.method, &head.path_info, &e);
@@ -345,7 +365,10 @@ fn call_app(
     stream: &Arc<Stream>,
     responder: &Bound<'_, Responder>,
 ) -> PyResult<Outcome> {
-    let input = Bound::new(py, Input::new(stream.clone(), ctx.link.clone(), head.expect_continue))?;
+    let input = Bound::new(
+        py,
+        Input::new(stream.clone(), ctx.link.clone(), head.expect_continue),
+    )?;
     let environ = environ::build(py, ctx, head, input)?;
     let start_response = responder.getattr(intern!(py, "start_response"))?;
     let result = ctx.app.bind(py).call1((environ, start_response))?;
@@ -369,9 +392,14 @@ fn call_app(
     }
 }
 
-fn iterate(py: Python<'_>, responder: &Bound<'_, Responder>, result: &Bound<'_, PyAny>) -> PyResult<Outcome> {
+fn iterate(
+    py: Python<'_>,
+    responder: &Bound<'_, Responder>,
+    result: &Bound<'_, PyAny>,
+) -> PyResult<Outcome> {
     // A list or tuple is already complete: no need to flush between items.
-    let flush_each = !(result.is_exact_instance_of::<PyList>() || result.is_exact_instance_of::<PyTuple>());
+    let flush_each =
+        !(result.is_exact_instance_of::<PyList>() || result.is_exact_instance_of::<PyTuple>());
     let r = responder.get();
     for item in result.try_iter()? {
         let item = item?;
