@@ -32,6 +32,8 @@ pub(crate) struct Supervisor {
     generation: u64,
     next_id: AtomicU64,
     stopping: AtomicBool,
+    /// Some worker has been ready once: from then on, load failures are retried.
+    ever_ready: AtomicBool,
     links: Mutex<HashMap<u64, Arc<WorkerLink>>>,
     events: mpsc::UnboundedSender<SlotEvent>,
 }
@@ -53,6 +55,7 @@ impl Supervisor {
             generation: 1,
             next_id: AtomicU64::new(1),
             stopping: AtomicBool::new(false),
+            ever_ready: AtomicBool::new(false),
             links: Mutex::new(HashMap::new()),
             events,
         })
@@ -94,6 +97,7 @@ impl Supervisor {
                     );
                     self.links().insert(id, link.clone());
                     self.pool.add(link.clone(), threads as u32);
+                    self.ever_ready.store(true, Ordering::Release);
                     let _ = self.events.send(SlotEvent::Ready);
                     let since = Instant::now();
                     let error = reader.run().await;
@@ -127,6 +131,10 @@ impl Supervisor {
                     }
                     if load_failed {
                         let _ = self.events.send(SlotEvent::AppLoadFailed);
+                        if !self.ever_ready.load(Ordering::Acquire) {
+                            // At start-up a load failure ends the server: do not respawn.
+                            return;
+                        }
                     } else {
                         tracing::error!(slot, reason = %reason, status = %status, "worker failed to start");
                         let _ = self.events.send(SlotEvent::StartFailed(reason));

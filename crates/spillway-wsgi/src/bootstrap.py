@@ -109,7 +109,8 @@ class FileWrapper:
         raise StopIteration
 
 
-def format_exception(exc):
+def format_exception(exc, tb=None):
     import traceback
 
-    return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip()
+    tb = tb if tb is not None else exc.__traceback__
+    return "".join(traceback.format_exception(type(exc), exc, tb)).rstrip()

@@ -108,7 +108,7 @@ pub fn run(spec: WorkerSpec, socket: UnixStream) -> Result<(), WorkerError> {
     }
     drop(jobs_rx);
     link.send(&Frame::Ready { threads });
-    tracing::info!(worker = pid, app = %spec.app, threads, "worker ready");
+    tracing::debug!(worker = pid, app = %spec.app, threads, "worker imported the application");
 
     match link.read_loop(reader, &jobs_tx)? {
         ReadEnd::Shutdown => {
@@ -132,6 +132,15 @@ pub fn run(spec: WorkerSpec, socket: UnixStream) -> Result<(), WorkerError> {
     }
 }
 
+/// The Python traceback of `e` as text (falls back to the exception's message).
+pub(crate) fn traceback(py: Python<'_>, format_exception: &Bound<'_, PyAny>, e: &PyErr) -> String {
+    // Pass the traceback explicitly: on 3.11 a fetched exception's __traceback__ is unset.
+    format_exception
+        .call1((e.value(py), e.traceback(py)))
+        .and_then(|t| t.extract::<String>())
+        .unwrap_or_else(|_| e.to_string())
+}
+
 fn python_thread(ctx: &Ctx, jobs: &crossbeam_channel::Receiver<Job>) {
     Python::attach(|py| loop {
         let job = py.detach(|| jobs.recv());
@@ -149,12 +158,7 @@ fn load(py: Python<'_>, spec: &WorkerSpec, link: Arc<Link>, pid: u32) -> Result<
     let format_exception = boot
         .getattr("format_exception")
         .map_err(|e| WorkerError::Python(e.to_string()))?;
-    let traceback = |e: &PyErr| {
-        format_exception
-            .call1((e.value(py),))
-            .and_then(|t| t.extract::<String>())
-            .unwrap_or_else(|_| e.to_string())
-    };
+    let traceback = |e: &PyErr| traceback(py, &format_exception, e);
     let pythonpath: Vec<String> = spec
         .pythonpath
         .iter()
@@ -168,8 +172,7 @@ fn load(py: Python<'_>, spec: &WorkerSpec, link: Arc<Link>, pid: u32) -> Result<
         .and_then(|f| f.call1(("spillway", BUILD_PYTHON, None::<String>, pythonpath, venv)))
         .map_err(|e| {
             tracing::error!(
-                worker = pid,
-                "could not prepare the interpreter\n{}",
+                "could not prepare the interpreter worker={pid}\n{}",
                 traceback(&e)
             );
             WorkerError::AppLoad {
@@ -181,8 +184,7 @@ fn load(py: Python<'_>, spec: &WorkerSpec, link: Arc<Link>, pid: u32) -> Result<
         .and_then(|f| f.call1((spec.app.as_str(),)))
         .map_err(|e| {
             tracing::error!(
-                worker = pid,
-                "could not load APP '{}'\n{}",
+                "could not load APP '{}' worker={pid}\n{}",
                 spec.app,
                 traceback(&e)
             );

@@ -421,16 +421,12 @@ fn iterate(
 
 /// Logs an application exception with its Python traceback.
 pub(crate) fn log_app_error(py: Python<'_>, ctx: &Ctx, method: &[u8], path: &[u8], e: &PyErr) {
-    let text = ctx
-        .format_exception
-        .bind(py)
-        .call1((e.value(py),))
-        .and_then(|t| t.extract::<String>())
-        .unwrap_or_else(|_| e.to_string());
+    let text = crate::traceback(py, ctx.format_exception.bind(py), e);
+    // The fields go in the first line (the one operators grep); the traceback follows.
     tracing::error!(
-        worker = ctx.pid,
-        method = %String::from_utf8_lossy(method),
-        path = %String::from_utf8_lossy(path),
-        "application error\n{text}"
+        "application error worker={} method={} path={}\n{text}",
+        ctx.pid,
+        String::from_utf8_lossy(method),
+        String::from_utf8_lossy(path),
     );
 }
