@@ -67,6 +67,16 @@ pub enum FrameError {
         /// Number of bytes left over.
         extra: usize,
     },
+    /// A control frame with a stream id, or a request frame without one.
+    #[error(
+        "frame {kind:?} on stream {stream}: control frames use stream 0, request frames never do"
+    )]
+    BadStream {
+        /// Kind of the frame.
+        kind: Kind,
+        /// The stream id received.
+        stream: u32,
+    },
     /// An enumerated field had a value this version does not know.
     #[error("frame {kind:?}: invalid value {value} for {field}")]
     BadValue {
@@ -374,7 +384,10 @@ impl Frame {
             }
         }
         let len = dst.len() - start - 4;
-        assert!(len <= MAX_FRAME_LEN, "frame of {len} bytes exceeds MAX_FRAME_LEN");
+        assert!(
+            len <= MAX_FRAME_LEN,
+            "frame of {len} bytes exceeds MAX_FRAME_LEN"
+        );
         dst[start..start + 4].copy_from_slice(&(len as u32).to_le_bytes());
     }
 }
@@ -535,12 +548,19 @@ fn decode_frame(mut frame: Bytes) -> Result<Frame, FrameError> {
     let kind_byte = frame.get_u8();
     let kind = Kind::from_u8(kind_byte).ok_or(FrameError::UnknownKind(kind_byte))?;
     let stream = frame.get_u32_le();
+    let control = matches!(kind, Kind::Hello | Kind::Ready | Kind::Shutdown);
+    if control != (stream == 0) {
+        return Err(FrameError::BadStream { kind, stream });
+    }
     let mut p = Payload { buf: frame, kind };
     let f = match kind {
         Kind::Hello => {
             let magic = p.take(4)?;
             if magic.as_ref() != HELLO_MAGIC {
-                return Err(p.bad("magic", u32::from_le_bytes([magic[0], magic[1], magic[2], magic[3]]) as u64));
+                return Err(p.bad(
+                    "magic",
+                    u32::from_le_bytes([magic[0], magic[1], magic[2], magic[3]]) as u64,
+                ));
             }
             let version = p.u16()?;
             let pid = p.u32()?;
@@ -771,6 +791,27 @@ mod tests {
             decode(&mut buf),
             Err(FrameError::BadLength(MAX_FRAME_LEN + 1))
         );
+    }
+
+    #[test]
+    fn stream_ids_must_match_the_frame_kind() {
+        // Shutdown (control) on stream 0x3f3f0000: found by the fuzzer.
+        let mut buf = BytesMut::from(&[5u8, 0, 0, 0, 0x03, 0, 0, 63, 63][..]);
+        assert!(matches!(
+            decode(&mut buf),
+            Err(FrameError::BadStream {
+                kind: Kind::Shutdown,
+                ..
+            })
+        ));
+        let mut buf = BytesMut::from(&[5u8, 0, 0, 0, 0x13, 0, 0, 0, 0][..]);
+        assert!(matches!(
+            decode(&mut buf),
+            Err(FrameError::BadStream {
+                kind: Kind::Cancel,
+                stream: 0
+            })
+        ));
     }
 
     #[test]
