@@ -63,6 +63,8 @@ struct ConnTimes {
     head_started: Option<Instant>,
 }
 
+const HEADER_TIMEOUT: &str = "header timeout";
+
 /// Timing state of one connection, updated by its IO and its requests.
 pub(crate) struct ConnShared {
     times: Mutex<ConnTimes>,
@@ -122,7 +124,7 @@ impl ConnShared {
         if t.in_flight > 0 {
             None
         } else if let Some(start) = t.head_started {
-            Some((start + header_timeout, "header timeout"))
+            Some((start + header_timeout, HEADER_TIMEOUT))
         } else {
             Some((t.idle_since + keep_alive, "keep-alive idle"))
         }
@@ -255,7 +257,9 @@ pub(crate) async fn serve_connection<S>(
         .half_close(false)
         .header_read_timeout(None)
         .max_headers(front.cfg.limit_request_fields)
-        .pipeline_flush(true);
+        // Pipelined requests are still served in order; but hyper's batched pipeline
+        // flush loses its own 400/431 answers to malformed requests (seen with 1.12).
+        .pipeline_flush(false);
     let conn = builder.serve_connection(TokioIo::new(io), svc);
     tokio::pin!(conn);
     let (keep_alive, header_timeout) = (front.cfg.keep_alive, front.cfg.header_timeout);
@@ -285,6 +289,11 @@ pub(crate) async fn serve_connection<S>(
                 if let Some((at, why)) = shared.deadline(keep_alive, header_timeout) {
                     if Instant::now() >= at {
                         tracing::debug!(client = %peer.label, reason = why, "closing connection");
+                        if why == HEADER_TIMEOUT {
+                            // A started head will not finish: hyper's graceful shutdown
+                            // would wait for it forever. Drop the connection (lingering).
+                            return;
+                        }
                         conn.as_mut().graceful_shutdown();
                         closing = true;
                     }
@@ -323,6 +332,8 @@ struct StreamBody {
     stream: u32,
     done: bool,
     unacked: u64,
+    /// The response failed; the error is reported on the next poll.
+    failed: Option<&'static str>,
 }
 
 /// The response body failed midway (application error or worker loss): hyper must cut
@@ -355,7 +366,8 @@ impl HttpBody for Body {
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             Content::Full(b) => b.is_none(),
-            Content::Stream(s) => s.done,
+            // A pending failure is not an end: hyper would close the chunked body cleanly.
+            Content::Stream(s) => s.done && s.failed.is_none(),
         }
     }
 
@@ -369,10 +381,27 @@ impl HttpBody for Body {
 }
 
 impl StreamBody {
+    fn fail(
+        &mut self,
+        cx: &mut Context<'_>,
+        why: &'static str,
+    ) -> Poll<Option<Result<BodyFrame<Bytes>, BodyError>>> {
+        self.done = true;
+        self.failed = Some(why);
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<BodyFrame<Bytes>, BodyError>>> {
+        if let Some(why) = self.failed.take() {
+            return Poll::Ready(Some(Err(BodyError(why))));
+        }
         if self.done {
             return Poll::Ready(None);
         }
+        // An error makes hyper drop the connection at once, losing what it has buffered.
+        // Report Pending once first: hyper flushes on Pending, so the client receives
+        // everything the application produced, then sees the cut.
         match self.events.poll_recv(cx) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Some(Event::Body(b))) => {
@@ -393,20 +422,13 @@ impl StreamBody {
                 Poll::Ready(None)
             }
             Poll::Ready(Some(Event::Abort)) => {
-                self.done = true;
-                Poll::Ready(Some(Err(BodyError(
-                    "the application failed while streaming",
-                ))))
+                self.fail(cx, "the application failed while streaming")
             }
             Poll::Ready(Some(Event::WorkerLost)) | Poll::Ready(None) => {
-                self.done = true;
-                Poll::Ready(Some(Err(BodyError("the worker died while streaming"))))
+                self.fail(cx, "the worker died while streaming")
             }
             Poll::Ready(Some(Event::Head(_))) => {
-                self.done = true;
-                Poll::Ready(Some(Err(BodyError(
-                    "the worker sent a second response head",
-                ))))
+                self.fail(cx, "the worker sent a second response head")
             }
         }
     }
@@ -761,6 +783,7 @@ async fn handle(
             stream,
             done: false,
             unacked: 0,
+            failed: None,
         }),
         bytes_sent: 0,
         record,

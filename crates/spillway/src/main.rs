@@ -23,8 +23,52 @@ fn init_logging(level: &str) {
         .init();
 }
 
+/// A clap error as one line; a bad value that came from `SPILLWAY_*` names that variable.
+fn one_line_error(e: &clap::Error) -> String {
+    use clap::error::{ContextKind, ContextValue};
+    let rendered = e.render().to_string();
+    let first = rendered
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("invalid arguments")
+        .trim_start_matches("error: ")
+        .to_owned();
+    let Some(ContextValue::String(arg)) = e.get(ContextKind::InvalidArg) else {
+        return first;
+    };
+    let Some(long) = arg
+        .strip_prefix("--")
+        .and_then(|a| a.split([' ', '=']).next())
+    else {
+        return first;
+    };
+    let var = format!("SPILLWAY_{}", long.to_ascii_uppercase().replace('-', "_"));
+    let on_command_line =
+        std::env::args().any(|a| a == format!("--{long}") || a.starts_with(&format!("--{long}=")));
+    if !on_command_line && std::env::var_os(&var).is_some() {
+        format!("{var}: {first}")
+    } else {
+        first
+    }
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) {
+                e.exit();
+            }
+            eprintln!("spillway: {}", one_line_error(&e));
+            return ExitCode::from(2);
+        }
+    };
     let result = match cli.command {
         Some(Command::Doctor(args)) => spillway_doctor::run(args),
         Some(Command::Bench(args)) => spillway_bench::run(args),

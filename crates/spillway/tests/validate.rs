@@ -11,17 +11,28 @@ fn no_validator_complaints(srv: &support::Server) {
     let complained = srv.wait_output(Duration::from_secs(1), |e, _| {
         e.contains("AssertionError") || e.contains("WSGIWarning")
     });
-    assert!(!complained, "wsgiref.validate complained:\n{}", srv.report());
+    assert!(
+        !complained,
+        "wsgiref.validate complained:\n{}",
+        srv.report()
+    );
 }
 
 #[test]
 fn validated_app_sees_a_compliant_server() {
-    let srv = Spillway::new("apps/validated.py:app").arg("--threads").arg("2").start();
+    let srv = Spillway::new("apps/validated.py:app")
+        .arg("--threads")
+        .arg("2")
+        .start();
     let res = srv.get("/");
     assert_eq!(res.status, 200, "{res}");
     assert_eq!(res.text(), "validated ok\n");
 
-    let res = srv.post("/upload", "text/plain", b"line one\nthe rest of the body\nmore\n");
+    let res = srv.post(
+        "/upload",
+        "text/plain",
+        b"line one\nthe rest of the body\nmore\n",
+    );
     assert_eq!(res.status, 200, "{res}");
     assert_eq!(res.text(), "first=9 rest=26 lines=0");
 
@@ -50,7 +61,11 @@ fn validated_app_error_is_a_500_and_serving_goes_on() {
     let srv = Spillway::new("apps/validated.py:app").start();
     let res = srv.get("/error");
     assert_eq!(res.status, 500, "{res}");
-    assert!(srv.stderr_contains("validated-app-error"), "{}", srv.report());
+    assert!(
+        srv.stderr_contains("validated-app-error"),
+        "{}",
+        srv.report()
+    );
     assert_eq!(srv.get("/").status, 200);
 }
 
@@ -58,8 +73,16 @@ fn validated_app_error_is_a_500_and_serving_goes_on() {
 fn examples_pass_wsgiref_validate() {
     for (app, path, want) in [
         ("apps/validated_examples.py:hello", "/", "Hello, world!\n"),
-        ("apps/validated_examples.py:slow", "/?ms=1", "\"slept_ms\": 1"),
-        ("apps/validated_examples.py:stream", "/?n=3&ms=1", "chunk 3 of 3\n"),
+        (
+            "apps/validated_examples.py:slow",
+            "/?ms=1",
+            "\"slept_ms\": 1",
+        ),
+        (
+            "apps/validated_examples.py:stream",
+            "/?n=3&ms=1",
+            "chunk 3 of 3\n",
+        ),
     ] {
         let srv = Spillway::new(app).start();
         let res = srv.get(path);
@@ -91,7 +114,10 @@ fn stream_example_is_chunked() {
 
 #[test]
 fn slow_example_reads_slow_ms_from_env() {
-    let srv = Spillway::new("examples/slow.py:app").arg("--env").arg("SLOW_MS=3").start();
+    let srv = Spillway::new("examples/slow.py:app")
+        .arg("--env")
+        .arg("SLOW_MS=3")
+        .start();
     let res = srv.get("/");
     assert_eq!(res.status, 200, "{res}");
     assert_eq!(res.json().get("slept_ms").u64(), 3);

@@ -23,16 +23,26 @@ fn two_workers_with_one_thread_serve_two_slow_requests_in_parallel() {
     for res in &results {
         assert_eq!(res.status, 200, "{res}");
         let j = res.json();
-        assert_eq!(j.get("met").bool(), Some(true), "requests did not run in parallel: {j}");
+        assert_eq!(
+            j.get("met").bool(),
+            Some(true),
+            "requests did not run in parallel: {j}"
+        );
         pids.push(j.get("pid").u64());
     }
     assert_ne!(pids[0], pids[1], "both requests ran in the same worker");
-    assert!(!pids.contains(&(srv.pid as u64)), "the front must not run Python");
+    assert!(
+        !pids.contains(&(srv.pid as u64)),
+        "the front must not run Python"
+    );
 }
 
 #[test]
 fn one_worker_with_two_threads_serves_two_requests_in_parallel() {
-    let srv = Spillway::new("apps/rendezvous.py:app").arg("--threads").arg("2").start();
+    let srv = Spillway::new("apps/rendezvous.py:app")
+        .arg("--threads")
+        .arg("2")
+        .start();
     let results: Vec<support::Response> = thread::scope(|s| {
         let a = s.spawn(|| srv.get("/meet?me=c&other=d"));
         let b = s.spawn(|| srv.get("/meet?me=d&other=c"));
@@ -52,7 +62,11 @@ fn one_worker_with_two_threads_serves_two_requests_in_parallel() {
 #[test]
 fn more_requests_than_threads_wait_and_all_complete() {
     // 1 worker x 1 thread, 8 concurrent clients: the extra requests queue in the front.
-    let srv = Spillway::new("examples/slow.py:app").arg("--threads").arg("1").env("SLOW_MS", "20").start();
+    let srv = Spillway::new("examples/slow.py:app")
+        .arg("--threads")
+        .arg("1")
+        .env("SLOW_MS", "20")
+        .start();
     let results: Vec<support::Response> = thread::scope(|s| {
         let hs: Vec<_> = (0..8).map(|_| s.spawn(|| srv.get("/?ms=20"))).collect();
         hs.into_iter().map(|h| h.join().unwrap()).collect()
@@ -66,14 +80,20 @@ fn more_requests_than_threads_wait_and_all_complete() {
 #[test]
 fn unix_socket_bind_is_served() {
     let path = unix_socket_path();
-    let srv = Spillway::new("apps/echo.py:app").bind(format!("unix:{}", path.display())).start();
+    let srv = Spillway::new("apps/echo.py:app")
+        .bind(format!("unix:{}", path.display()))
+        .start();
     assert_eq!(srv.listeners, vec![Listener::Unix(path.clone())]);
     let mut conn = srv.connect_unix(&path);
     let res = conn.get("/over-unix");
     assert_eq!(res.status, 200, "{res}");
     let env = res.json().get("environ").clone();
     assert_eq!(env.get("PATH_INFO").s(), "/over-unix");
-    assert_eq!(env.get("REMOTE_ADDR").s(), "", "REMOTE_ADDR for a unix socket client");
+    assert_eq!(
+        env.get("REMOTE_ADDR").s(),
+        "",
+        "REMOTE_ADDR for a unix socket client"
+    );
     // Keep-alive works there too.
     let res = conn.get("/again");
     assert_eq!(res.status, 200, "{res}");
@@ -102,14 +122,19 @@ fn ipv6_bind_is_served() {
 
 #[test]
 fn startup_logs_listener_and_backlog() {
-    let srv = Spillway::new("apps/echo.py:app").arg("--backlog").arg("1000000").start();
+    let srv = Spillway::new("apps/echo.py:app")
+        .arg("--backlog")
+        .arg("1000000")
+        .start();
     // somaxconn caps a huge backlog: the log must say so with both numbers.
     let somaxconn = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
         .map(|s| s.trim().to_string())
         .unwrap_or_default();
     if !somaxconn.is_empty() && somaxconn.parse::<u64>().unwrap_or(0) < 1_000_000 {
         assert!(
-            srv.wait_output(std::time::Duration::from_secs(10), |e, _| e.contains("1000000") && e.contains(&somaxconn)),
+            srv.wait_output(std::time::Duration::from_secs(10), |e, _| e
+                .contains("1000000")
+                && e.contains(&somaxconn)),
             "backlog 1000000 capped by somaxconn {somaxconn} is not logged with both numbers\n{}",
             srv.report()
         );

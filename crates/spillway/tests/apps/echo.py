@@ -16,7 +16,10 @@ def describe(value):
 
 
 def app(environ, start_response):
-    body = environ["wsgi.input"].read()
+    if environ.get("wsgi.input_terminated"):
+        body = environ["wsgi.input"].read()
+    else:
+        body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
     out = {
         "environ": {k: describe(v) for k, v in environ.items()},
         "types": {k: type(v).__name__ for k, v in environ.items()},

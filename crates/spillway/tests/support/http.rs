@@ -178,8 +178,12 @@ impl Conn {
 
     /// Writes all of `bytes`; panics on error.
     pub fn send(&mut self, bytes: &[u8]) {
-        self.try_send(bytes)
-            .unwrap_or_else(|e| panic!("write failed: {e}; received so far: {}", show(&self.received)));
+        self.try_send(bytes).unwrap_or_else(|e| {
+            panic!(
+                "write failed: {e}; received so far: {}",
+                show(&self.received)
+            )
+        });
     }
 
     pub fn try_send(&mut self, bytes: &[u8]) -> io::Result<()> {
@@ -196,7 +200,13 @@ impl Conn {
 
     /// Sends a request (adding Host and Content-Length when there is a body) without
     /// reading the response.
-    pub fn send_request(&mut self, method: &str, target: &str, headers: &[(&str, &str)], body: &[u8]) {
+    pub fn send_request(
+        &mut self,
+        method: &str,
+        target: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) {
         let mut req = format!("{method} {target} HTTP/1.1\r\n");
         if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
             req.push_str("Host: test.invalid\r\n");
@@ -218,7 +228,13 @@ impl Conn {
     }
 
     /// Sends a request and reads its response.
-    pub fn request(&mut self, method: &str, target: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
+    pub fn request(
+        &mut self,
+        method: &str,
+        target: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Response {
         self.send_request(method, target, headers, body);
         self.read_response()
     }
@@ -248,13 +264,20 @@ impl Conn {
                 }
                 Ok(n)
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::TimedOut => Err(format!(
-                "read timed out after {:?}; received: {}",
-                self.timeout,
+            Err(e)
+                if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::TimedOut =>
+            {
+                Err(format!(
+                    "read timed out after {:?}; received: {}",
+                    self.timeout,
+                    show(&self.received)
+                ))
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(1),
+            Err(e) => Err(format!(
+                "read error: {e}; received: {}",
                 show(&self.received)
             )),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(1),
-            Err(e) => Err(format!("read error: {e}; received: {}", show(&self.received))),
         }
     }
 
@@ -272,7 +295,10 @@ impl Conn {
                 return Err(format!("line longer than {limit}: {}", show(&self.buf)));
             }
             if self.fill(deadline)? == 0 {
-                return Err(format!("connection closed mid-line; received: {}", show(&self.received)));
+                return Err(format!(
+                    "connection closed mid-line; received: {}",
+                    show(&self.received)
+                ));
             }
         }
     }
@@ -306,7 +332,10 @@ impl Conn {
                 }
                 if self.fill(deadline)? == 0 {
                     return Err(if self.buf.is_empty() {
-                        format!("connection closed before a response; received: {}", show(&self.received))
+                        format!(
+                            "connection closed before a response; received: {}",
+                            show(&self.received)
+                        )
                     } else {
                         format!("connection closed mid-head: {}", show(&self.buf))
                     });
@@ -328,7 +357,9 @@ impl Conn {
             let reason = parts.next().unwrap_or_default().to_string();
             let mut headers = Vec::new();
             for l in lines.filter(|l| !l.is_empty()) {
-                let (k, v) = l.split_once(':').ok_or_else(|| format!("bad header line {l:?}"))?;
+                let (k, v) = l
+                    .split_once(':')
+                    .ok_or_else(|| format!("bad header line {l:?}"))?;
                 headers.push((k.to_string(), v.trim().to_string()));
             }
             if (100..200).contains(&status) && status != 101 {
@@ -380,7 +411,8 @@ impl Conn {
         let deadline = self.deadline();
         let line = self.take_line(deadline, 4096)?;
         let size_hex = line.split(';').next().unwrap_or_default().trim();
-        let size = usize::from_str_radix(size_hex, 16).map_err(|_| format!("bad chunk size line {line:?}"))?;
+        let size = usize::from_str_radix(size_hex, 16)
+            .map_err(|_| format!("bad chunk size line {line:?}"))?;
         if size == 0 {
             for _ in 0..1000 {
                 if self.take_line(deadline, MAX_HEAD)?.is_empty() {
@@ -402,7 +434,11 @@ impl Conn {
 
     /// Reads the body that belongs to `head`. `head_request` says the request was HEAD.
     pub fn read_body(&mut self, head: &Head, head_request: bool) -> Result<Vec<u8>, String> {
-        if head_request || head.status == 204 || head.status == 304 || (100..200).contains(&head.status) {
+        if head_request
+            || head.status == 204
+            || head.status == 304
+            || (100..200).contains(&head.status)
+        {
             return Ok(Vec::new());
         }
         if head.is_chunked() {
@@ -455,7 +491,8 @@ impl Conn {
 
     /// Reads one response to a HEAD request sent with `send`.
     pub fn read_head_response(&mut self) -> Response {
-        self.try_read_response_to(true).unwrap_or_else(|e| panic!("{e}"))
+        self.try_read_response_to(true)
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     pub fn try_read_response_to(&mut self, head_request: bool) -> Result<Response, String> {

@@ -30,7 +30,11 @@ impl Json {
     /// Member `key` of an object, `Null` if absent.
     pub fn get(&self, key: &str) -> &Json {
         match self {
-            Json::Obj(m) => m.iter().find(|(k, _)| k == key).map(|(_, v)| v).unwrap_or(&Json::Null),
+            Json::Obj(m) => m
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v)
+                .unwrap_or(&Json::Null),
             _ => &Json::Null,
         }
     }
@@ -204,7 +208,12 @@ impl Parser<'_> {
             }
             Some(_) => {
                 let start = self.i;
-                while self.i < self.s.len() && matches!(self.s[self.i], b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9') {
+                while self.i < self.s.len()
+                    && matches!(
+                        self.s[self.i],
+                        b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9'
+                    )
+                {
                     self.i += 1;
                 }
                 std::str::from_utf8(&self.s[start..self.i])
@@ -221,7 +230,8 @@ impl Parser<'_> {
     fn hex4(&mut self) -> Result<u32, String> {
         let h = self.s.get(self.i..self.i + 4).ok_or("short \\u escape")?;
         self.i += 4;
-        u32::from_str_radix(std::str::from_utf8(h).map_err(|e| e.to_string())?, 16).map_err(|e| e.to_string())
+        u32::from_str_radix(std::str::from_utf8(h).map_err(|e| e.to_string())?, 16)
+            .map_err(|e| e.to_string())
     }
 
     fn string(&mut self) -> Result<String, String> {
@@ -246,7 +256,9 @@ impl Parser<'_> {
                         b't' => out.push('\t'),
                         b'u' => {
                             let mut cp = self.hex4()?;
-                            if (0xD800..0xDC00).contains(&cp) && self.s[self.i..].starts_with(b"\\u") {
+                            if (0xD800..0xDC00).contains(&cp)
+                                && self.s[self.i..].starts_with(b"\\u")
+                            {
                                 self.i += 2;
                                 let lo = self.hex4()?;
                                 cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
@@ -266,7 +278,10 @@ impl Parser<'_> {
                         _ => 4,
                     };
                     self.i = start + len;
-                    out.push_str(std::str::from_utf8(self.s.get(start..start + len).ok_or("bad utf-8")?).map_err(|e| e.to_string())?);
+                    out.push_str(
+                        std::str::from_utf8(self.s.get(start..start + len).ok_or("bad utf-8")?)
+                            .map_err(|e| e.to_string())?,
+                    );
                 }
             }
         }
@@ -275,7 +290,9 @@ impl Parser<'_> {
 
 #[test]
 fn json_reader_reads_what_python_writes() {
-    let v = Json::parse(r#"{"a": [1, 2.5, true, null], "b": "caf\u00c3\u00a9 \ud83d\ude00", "c": {}}"#).unwrap();
+    let v =
+        Json::parse(r#"{"a": [1, 2.5, true, null], "b": "caf\u00c3\u00a9 \ud83d\ude00", "c": {}}"#)
+            .unwrap();
     assert_eq!(v.get("a").arr().len(), 4);
     assert_eq!(v.get("b").s(), "caf\u{c3}\u{a9} \u{1F600}");
     assert!(v.has("c"));

@@ -18,10 +18,18 @@ pub fn flask_venv() -> PathBuf {
     lock.lock().expect("lock flask-venv.lock");
     if !ready.exists() {
         let _ = std::fs::remove_dir_all(&dir);
-        run(Command::new("python3").args(["-m", "venv"]).arg(&dir), "python3 -m venv");
+        run(
+            Command::new("python3").args(["-m", "venv"]).arg(&dir),
+            "python3 -m venv",
+        );
         run(
             Command::new(dir.join("bin/pip"))
-                .args(["install", "--disable-pip-version-check", "--no-input", "flask"])
+                .args([
+                    "install",
+                    "--disable-pip-version-check",
+                    "--no-input",
+                    "flask",
+                ])
                 .env_remove("PIP_REQUIRE_VIRTUALENV"),
             "pip install flask",
         );
@@ -32,7 +40,9 @@ pub fn flask_venv() -> PathBuf {
 }
 
 fn run(cmd: &mut Command, what: &str) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: could not start: {e}"));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: could not start: {e}"));
     assert!(
         out.status.success(),
         "{what} failed ({}):\n--- stdout ---\n{}\n--- stderr ---\n{}",
