@@ -77,4 +77,18 @@ pub struct ServerConfig {
     pub graceful_timeout: Duration,
     /// How workers are started.
     pub worker_command: WorkerCommand,
+    /// Most requests waiting for a thread; more get 503.
+    pub max_queue: usize,
+    /// Longest wait for a thread; longer gets 503.
+    pub queue_timeout: Duration,
+    /// Most open client connections; past it the front stops accepting for a while.
+    pub max_connections: usize,
+    /// Longest time until a response starts (or between body chunks); longer gets 504.
+    pub timeout: Duration,
+    /// Replace a worker after this many requests (0: never).
+    pub max_requests: u64,
+    /// Random extra requests (0..=jitter) per worker, so workers do not retire together.
+    pub max_requests_jitter: u64,
+    /// Replace a worker whose resident memory exceeds this many bytes.
+    pub max_worker_memory: Option<u64>,
 }

@@ -9,6 +9,7 @@
 //! do not turn our FIN into a RST that destroys the response.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -31,7 +32,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::{mpsc, watch, Notify};
 
 use crate::access_log::{AccessLogger, AccessRecord};
-use crate::admission::Pool;
+use crate::admission::{AdmissionError, Pool};
 use crate::config::ServerConfig;
 use crate::worker::{CreditGate, Event, WorkerLink};
 
@@ -231,14 +232,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Drop for ClientIo<S> {
 }
 
 /// Serves one client connection until it closes, times out, or the server drains.
-pub(crate) async fn serve_connection<S>(
+/// `slot` is held for the life of the connection (it counts against `--max-connections`).
+pub(crate) async fn serve_connection<S, T>(
     stream: S,
     peer: Peer,
     front: Arc<Front>,
     mut draining: watch::Receiver<bool>,
+    slot: T,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    T: Send + 'static,
 {
+    let _slot = slot;
     let shared = ConnShared::new();
     let io = ClientIo {
         inner: Some(stream),
@@ -334,6 +339,10 @@ struct StreamBody {
     unacked: u64,
     /// The response failed; the error is reported on the next poll.
     failed: Option<&'static str>,
+    /// `--timeout` as the longest silence between body chunks.
+    timeout: Duration,
+    /// Armed only while waiting, so a response that arrives whole never creates a timer.
+    idle: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 /// The response body failed midway (application error or worker loss): hyper must cut
@@ -403,8 +412,26 @@ impl StreamBody {
         // Report Pending once first: hyper flushes on Pending, so the client receives
         // everything the application produced, then sees the cut.
         match self.events.poll_recv(cx) {
-            Poll::Pending => Poll::Pending,
+            Poll::Pending => {
+                let timeout = self.timeout;
+                let idle = self
+                    .idle
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                if idle.as_mut().poll(cx).is_ready() {
+                    self.idle = None;
+                    self.worker.mark_stuck(self.stream);
+                    self.worker.cancel(self.stream);
+                    tracing::warn!(
+                        worker = self.worker.pid,
+                        timeout_s = timeout.as_secs(),
+                        "response body stalled past the request timeout; cutting it; worker thread marked stuck"
+                    );
+                    return self.fail(cx, "the application stopped producing the body");
+                }
+                Poll::Pending
+            }
             Poll::Ready(Some(Event::Body(b))) => {
+                self.idle = None;
                 // Replenish the worker's send window in batches, not per chunk: a credit
                 // frame per chunk would cost the worker a wake-up per chunk.
                 self.unacked += b.len() as u64;
@@ -709,15 +736,30 @@ async fn handle(
     let (queued, worker, stream, mut events, gate) = loop {
         let lease = match front.pool.acquire().await {
             Ok(l) => l,
-            Err(_) => {
-                return Ok(simple(
+            Err(e) => {
+                let (msg, close) = match e {
+                    AdmissionError::Closed => ("Service Unavailable: shutting down\n", true),
+                    AdmissionError::QueueFull => {
+                        ("Service Unavailable: too many requests waiting\n", false)
+                    }
+                    AdmissionError::QueueTimeout => {
+                        ("Service Unavailable: no worker was free in time\n", false)
+                    }
+                };
+                // Refused, not failed: the connection stays usable for the retry.
+                let mut r = simple(
                     &front,
                     in_flight,
                     StatusCode::SERVICE_UNAVAILABLE,
-                    "Service Unavailable: shutting down\n",
-                    true,
+                    msg,
+                    close,
                     record,
-                ));
+                );
+                r.headers_mut().insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from(front.pool.retry_after_secs()),
+                );
+                return Ok(r);
             }
         };
         let queued = lease.queued;
@@ -739,7 +781,33 @@ async fn handle(
         tokio::spawn(pump_body(req.into_body(), worker.clone(), stream, gate));
     }
 
-    let head = match events.recv().await {
+    let deadline = tokio::time::Instant::now() + front.cfg.timeout;
+    let first = match tokio::time::timeout_at(deadline, events.recv()).await {
+        Ok(ev) => ev,
+        Err(_) => {
+            // The Python thread cannot be interrupted: mark it stuck (the supervisor
+            // replaces the worker if it stays stuck) and answer the client now.
+            guard.armed = false;
+            worker.mark_stuck(stream);
+            worker.cancel(stream);
+            tracing::warn!(
+                client = %peer.label,
+                worker = worker.pid,
+                generation = worker.generation,
+                timeout_s = front.cfg.timeout.as_secs(),
+                "request timed out; 504; its worker thread is marked stuck"
+            );
+            return Ok(simple(
+                &front,
+                in_flight,
+                StatusCode::GATEWAY_TIMEOUT,
+                "Gateway Timeout\n",
+                false,
+                record,
+            ));
+        }
+    };
+    let head = match first {
         Some(Event::Head(h)) => h,
         Some(Event::WorkerLost) | None => {
             guard.armed = false;
@@ -784,6 +852,8 @@ async fn handle(
             done: false,
             unacked: 0,
             failed: None,
+            timeout: front.cfg.timeout,
+            idle: None,
         }),
         bytes_sent: 0,
         record,

@@ -7,25 +7,29 @@ mod admission;
 pub mod config;
 mod http;
 mod listener;
+mod monitor;
 mod supervisor;
 mod worker;
 
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ::http::HeaderValue;
 use bytes::Bytes;
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, Notify};
 
 pub use config::{AccessLog, BindAddr, ServerConfig, WorkerCommand};
 pub use listener::somaxconn;
 
 use crate::access_log::AccessLogger;
-use crate::admission::Pool;
+use crate::admission::{Pool, QueueLimits};
 use crate::http::{Front, Peer};
 use crate::listener::Listener;
-use crate::supervisor::{SlotEvent, Supervisor};
+use crate::monitor::{MonitorPolicy, Observed, Watched};
+use crate::supervisor::{Policy, SlotEvent, Supervisor};
 
 /// Why the server stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -70,7 +74,10 @@ pub async fn serve(cfg: ServerConfig) -> Result<(), ServerError> {
     let mut int = signal(SignalKind::interrupt()).map_err(ServerError::Signals)?;
     let mut quit = signal(SignalKind::quit()).map_err(ServerError::Signals)?;
 
-    let pool = Pool::new();
+    let pool = Pool::new(QueueLimits {
+        max_queue: cfg.max_queue,
+        queue_timeout: cfg.queue_timeout,
+    });
     let keep_alive_value = HeaderValue::from_str(&format!("timeout={}", cfg.keep_alive.as_secs()))
         .unwrap_or(HeaderValue::from_static("timeout=75"));
     let front = Arc::new(Front {
@@ -81,18 +88,42 @@ pub async fn serve(cfg: ServerConfig) -> Result<(), ServerError> {
     });
     let (drain_tx, drain_rx) = watch::channel(false);
     // Accept from the first moment: requests wait in the queue until workers are ready.
+    let conns = Arc::new(ConnCount {
+        open: AtomicUsize::new(0),
+        max: cfg.max_connections,
+        below_low_water: Notify::new(),
+    });
     let mut accept_tasks = Vec::new();
+    let mut watched = Vec::new();
     for (l, name) in listeners {
+        if let Listener::Tcp(t) = &l {
+            watched.push(Watched {
+                name: name.clone(),
+                fd: t.as_raw_fd(),
+            });
+        }
         accept_tasks.push(tokio::spawn(accept_loop(
             l,
             name,
             front.clone(),
             drain_rx.clone(),
+            conns.clone(),
         )));
     }
 
     let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
-    let sup = Supervisor::new(pool.clone(), cfg.worker_command.clone(), ev_tx);
+    let sup = Supervisor::new(pool.clone(), Policy::from_config(&cfg), ev_tx);
+    let observed = Arc::new(Observed::default());
+    let monitor = tokio::spawn(monitor::run(
+        watched,
+        pool.clone(),
+        sup.clone(),
+        MonitorPolicy {
+            max_worker_memory: cfg.max_worker_memory,
+            graceful_timeout: cfg.graceful_timeout,
+        },
+        observed.clone(),
+    ));
     let mut slots = Vec::new();
     for i in 0..cfg.workers {
         slots.push(tokio::spawn(sup.clone().run_slot(i)));
@@ -140,7 +171,7 @@ pub async fn serve(cfg: ServerConfig) -> Result<(), ServerError> {
         _ = quit.recv() => {
             tracing::info!("SIGQUIT: stopping at once");
             sup.stop();
-            kill_workers(&sup);
+            sup.kill_all();
             return Ok(());
         }
     };
@@ -150,6 +181,7 @@ pub async fn serve(cfg: ServerConfig) -> Result<(), ServerError> {
         "shutting down: no new connections, finishing requests in flight"
     );
     let _ = drain_tx.send(true);
+    monitor.abort();
     for t in &accept_tasks {
         t.abort();
     }
@@ -160,7 +192,7 @@ pub async fn serve(cfg: ServerConfig) -> Result<(), ServerError> {
     }
     let deadline = Instant::now() + cfg.graceful_timeout;
     let drained = async {
-        while sup.in_flight() > 0 || pool.queue_len() > 0 {
+        while sup.in_flight() > 0 || pool.queue_state().0 > 0 {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     };
@@ -184,17 +216,34 @@ pub async fn serve(cfg: ServerConfig) -> Result<(), ServerError> {
         .await
         .is_err()
     {
-        kill_workers(&sup);
+        sup.kill_all();
     }
     tracing::info!("stopped");
     Ok(())
 }
 
-fn kill_workers(sup: &Supervisor) {
-    for pid in sup.pids() {
-        // SAFETY: kill(2) on a pid we started; at worst the process is already gone.
-        unsafe {
-            libc::kill(pid as libc::pid_t, libc::SIGKILL);
+/// Open client connections against `--max-connections`.
+struct ConnCount {
+    open: AtomicUsize,
+    max: usize,
+    below_low_water: Notify,
+}
+
+impl ConnCount {
+    /// Accepting resumes below 90% of the limit, so the front does not flap at the edge.
+    fn low_water(&self) -> usize {
+        self.max - self.max / 10
+    }
+}
+
+/// One open connection; dropping it frees its place.
+struct ConnSlot(Arc<ConnCount>);
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        let before = self.0.open.fetch_sub(1, Ordering::AcqRel);
+        if before - 1 < self.0.low_water() {
+            self.0.below_low_water.notify_waiters();
         }
     }
 }
@@ -204,9 +253,36 @@ async fn accept_loop(
     name: String,
     front: Arc<Front>,
     draining: watch::Receiver<bool>,
+    conns: Arc<ConnCount>,
 ) {
     let mut last_error_log: Option<Instant> = None;
     loop {
+        if conns.open.load(Ordering::Acquire) >= conns.max {
+            // Past the limit the kernel queue holds new connections (up to the backlog);
+            // say so once per episode, not once per connection.
+            let since = Instant::now();
+            tracing::warn!(
+                listener = %name,
+                open = conns.open.load(Ordering::Acquire),
+                max_connections = conns.max,
+                "connection limit reached: not accepting; new connections wait in the kernel accept queue"
+            );
+            loop {
+                let notified = conns.below_low_water.notified();
+                if conns.open.load(Ordering::Acquire) < conns.low_water() {
+                    break;
+                }
+                notified.await;
+            }
+            tracing::info!(
+                listener = %name,
+                open = conns.open.load(Ordering::Acquire),
+                paused_ms = since.elapsed().as_millis() as u64,
+                "accepting again"
+            );
+        }
+        conns.open.fetch_add(1, Ordering::AcqRel);
+        let slot = ConnSlot(conns.clone());
         let accepted = match &l {
             Listener::Tcp(t) => t.accept().await.map(|(s, peer)| {
                 let _ = s.set_nodelay(true);
@@ -227,6 +303,7 @@ async fn accept_loop(
                     p,
                     front.clone(),
                     draining.clone(),
+                    slot,
                 ));
             }),
             Listener::Unix(u) => u.accept().await.map(|(s, _)| {
@@ -242,6 +319,7 @@ async fn accept_loop(
                     p,
                     front.clone(),
                     draining.clone(),
+                    slot,
                 ));
             }),
         };

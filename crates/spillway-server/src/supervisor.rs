@@ -1,17 +1,19 @@
 //! Supervision: keeps `--workers` worker processes running. Each slot starts a worker,
-//! waits for it to import the application, registers it with the pool, and when it dies
-//! fails exactly its in-flight requests and starts another, backing off while it keeps
-//! dying.
+//! waits for it to import the application, and registers it with the pool. A worker that
+//! dies fails exactly its in-flight requests and is replaced, with a backoff that grows
+//! while workers keep dying (a crash loop is reported, not hidden). A worker that must be
+//! retired (max-requests, memory, stuck threads) is replaced first and drained after, so
+//! no client sees the change.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::admission::Pool;
-use crate::config::WorkerCommand;
+use crate::config::{ServerConfig, WorkerCommand};
 use crate::worker::{self, Startup, WorkerLink};
 
 /// What the supervisor reports to the server's main task.
@@ -25,16 +27,44 @@ pub(crate) enum SlotEvent {
     StartFailed(String),
 }
 
+/// A worker that passed its handshake, with a way to learn that its process exited.
+struct Running {
+    link: Arc<WorkerLink>,
+    /// Becomes `Some(description)` when the process has exited.
+    exited: watch::Receiver<Option<String>>,
+}
+
+/// Worker-lifecycle settings taken from the server configuration.
+#[derive(Debug, Clone)]
+pub(crate) struct Policy {
+    pub command: WorkerCommand,
+    pub max_requests: u64,
+    pub max_requests_jitter: u64,
+    pub graceful_timeout: Duration,
+}
+
+impl Policy {
+    pub fn from_config(cfg: &ServerConfig) -> Policy {
+        Policy {
+            command: cfg.worker_command.clone(),
+            max_requests: cfg.max_requests,
+            max_requests_jitter: cfg.max_requests_jitter,
+            graceful_timeout: cfg.graceful_timeout,
+        }
+    }
+}
+
 /// Shared state of all worker slots.
 pub(crate) struct Supervisor {
     pool: Arc<Pool>,
-    command: WorkerCommand,
+    policy: Policy,
     generation: u64,
     next_id: AtomicU64,
     stopping: AtomicBool,
     /// Some worker has been ready once: from then on, load failures are retried.
     ever_ready: AtomicBool,
     links: Mutex<HashMap<u64, Arc<WorkerLink>>>,
+    deaths: Mutex<VecDeque<Instant>>,
     events: mpsc::UnboundedSender<SlotEvent>,
 }
 
@@ -42,91 +72,128 @@ const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// A worker that lived this long is healthy: the next death starts backoff afresh.
 const HEALTHY_AFTER: Duration = Duration::from_secs(10);
+/// This many deaths within [`CRASH_WINDOW`] is a crash loop.
+const CRASH_LOOP_DEATHS: usize = 5;
+const CRASH_WINDOW: Duration = Duration::from_secs(10);
 
 impl Supervisor {
     pub fn new(
         pool: Arc<Pool>,
-        command: WorkerCommand,
+        policy: Policy,
         events: mpsc::UnboundedSender<SlotEvent>,
     ) -> Arc<Supervisor> {
         Arc::new(Supervisor {
             pool,
-            command,
+            policy,
             generation: 1,
             next_id: AtomicU64::new(1),
             stopping: AtomicBool::new(false),
             ever_ready: AtomicBool::new(false),
             links: Mutex::new(HashMap::new()),
+            deaths: Mutex::new(VecDeque::new()),
             events,
         })
     }
 
-    fn links(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<WorkerLink>>> {
+    fn links(&self) -> MutexGuard<'_, HashMap<u64, Arc<WorkerLink>>> {
         self.links.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+
+    /// Per-worker request limit: `--max-requests` plus a random share of the jitter, so
+    /// workers started together do not all retire together.
+    fn request_limit(&self, id: u64) -> u64 {
+        if self.policy.max_requests == 0 {
+            return 0;
+        }
+        let jitter = self.policy.max_requests_jitter;
+        if jitter == 0 {
+            return self.policy.max_requests;
+        }
+        // Not cryptographic: spread only. Mix the id with the clock's nanoseconds.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos() as u64);
+        let mix = (id ^ nanos).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 11;
+        self.policy.max_requests + mix % (jitter + 1)
+    }
+
+    /// Starts one worker and waits for its handshake.
+    async fn start(&self, slot: usize) -> Result<Running, (String, bool)> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let spawned = worker::spawn(&self.policy.command, self.generation)
+            .map_err(|e| (e.to_string(), false))?;
+        let (mut child, startup) =
+            worker::handshake(spawned, id, self.generation, self.request_limit(id)).await;
+        match startup {
+            Startup::Ready {
+                link,
+                threads,
+                reader,
+            } => {
+                tracing::info!(
+                    worker = link.pid,
+                    generation = link.generation,
+                    slot,
+                    threads,
+                    "worker ready"
+                );
+                self.links().insert(id, link.clone());
+                let (tx, rx) = watch::channel(None);
+                let links_link = link.clone();
+                let pool = self.pool.clone();
+                tokio::spawn(async move {
+                    let error = reader.run().await;
+                    // Out of the pool before anything else can pick it.
+                    pool.remove(links_link.id);
+                    let status = child
+                        .wait()
+                        .await
+                        .map_or_else(|e| e.to_string(), describe_exit);
+                    let status = match error {
+                        Some(e) => format!("{status}; protocol error: {e}"),
+                        None => status,
+                    };
+                    let _ = tx.send(Some(status));
+                });
+                self.pool.add(link.clone(), threads as u32);
+                Ok(Running { link, exited: rx })
+            }
+            Startup::Failed(reason) => {
+                let status = child.wait().await;
+                let load_failed = matches!(&status, Ok(s) if s.code() == Some(spillway_proto::EXIT_APP_LOAD_FAILED));
+                let status = status.map_or_else(|e| e.to_string(), describe_exit);
+                Err((format!("{reason} ({status})"), load_failed))
+            }
+        }
+    }
+
+    /// Records a death; returns how many happened within the crash window.
+    fn record_death(&self) -> usize {
+        let mut d = self.deaths.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        d.push_back(now);
+        while d
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > CRASH_WINDOW)
+        {
+            d.pop_front();
+        }
+        d.len()
     }
 
     /// Runs one worker slot until shutdown.
     pub async fn run_slot(self: Arc<Self>, slot: usize) {
         let mut backoff = MIN_BACKOFF;
-        while !self.stopping.load(Ordering::Acquire) {
-            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-            let spawned = match worker::spawn(&self.command, self.generation) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::error!(slot, error = %e, "could not start a worker process");
-                    let _ = self.events.send(SlotEvent::StartFailed(e.to_string()));
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                    continue;
-                }
-            };
-            let (mut child, startup) = worker::handshake(spawned, id, self.generation).await;
-            match startup {
-                Startup::Ready {
-                    link,
-                    threads,
-                    reader,
-                } => {
-                    let pid = link.pid;
-                    tracing::info!(
-                        worker = pid,
-                        generation = link.generation,
-                        slot,
-                        threads,
-                        "worker ready"
-                    );
-                    self.links().insert(id, link.clone());
-                    self.pool.add(link.clone(), threads as u32);
-                    self.ever_ready.store(true, Ordering::Release);
-                    let _ = self.events.send(SlotEvent::Ready);
-                    let since = Instant::now();
-                    let error = reader.run().await;
-                    self.pool.remove(id);
-                    self.links().remove(&id);
-                    let status = child.wait().await;
-                    let status = status.map_or_else(|e| e.to_string(), describe_exit);
-                    if self.stopping.load(Ordering::Acquire) {
-                        tracing::info!(worker = pid, generation = link.generation, status = %status, "worker exited");
-                        return;
-                    }
-                    tracing::warn!(
-                        worker = pid,
-                        generation = link.generation,
-                        slot,
-                        status = %status,
-                        lived_s = since.elapsed().as_secs(),
-                        protocol_error = error.as_deref().unwrap_or("none"),
-                        "worker died; its in-flight requests got 502; starting another"
-                    );
-                    if since.elapsed() >= HEALTHY_AFTER {
-                        backoff = MIN_BACKOFF;
-                    }
-                }
-                Startup::Failed(reason) => {
-                    let status = child.wait().await;
-                    let load_failed = matches!(&status, Ok(s) if s.code() == Some(spillway_proto::EXIT_APP_LOAD_FAILED));
-                    let status = status.map_or_else(|e| e.to_string(), describe_exit);
-                    if self.stopping.load(Ordering::Acquire) {
+        let mut predecessor: Option<Running> = None;
+        while !self.stopping() {
+            let running = match self.start(slot).await {
+                Ok(r) => r,
+                Err((reason, load_failed)) => {
+                    if self.stopping() {
                         return;
                     }
                     if load_failed {
@@ -136,24 +203,137 @@ impl Supervisor {
                             return;
                         }
                     } else {
-                        tracing::error!(slot, reason = %reason, status = %status, "worker failed to start");
+                        tracing::error!(slot, reason = %reason, "worker failed to start");
                         let _ = self.events.send(SlotEvent::StartFailed(reason));
                     }
+                    self.died_then_wait(slot, &mut backoff).await;
+                    continue;
+                }
+            };
+            self.ever_ready.store(true, Ordering::Release);
+            let _ = self.events.send(SlotEvent::Ready);
+            if let Some(old) = predecessor.take() {
+                tokio::spawn(self.clone().drain(old));
+            }
+            let since = Instant::now();
+            let link = running.link.clone();
+            let mut exited = running.exited.clone();
+            tokio::select! {
+                status = async { exited.wait_for(|s| s.is_some()).await.map(|s| s.clone().unwrap_or_default()) } => {
+                    self.links().remove(&link.id);
+                    let status = status.unwrap_or_default();
+                    if self.stopping() {
+                        tracing::info!(worker = link.pid, generation = link.generation, status = %status, "worker exited");
+                        return;
+                    }
+                    tracing::warn!(
+                        worker = link.pid,
+                        generation = link.generation,
+                        slot,
+                        status = %status,
+                        lived_s = since.elapsed().as_secs(),
+                        served = link.served(),
+                        "worker died; its in-flight requests got 502; starting another"
+                    );
+                    if since.elapsed() >= HEALTHY_AFTER {
+                        backoff = MIN_BACKOFF;
+                    }
+                    self.died_then_wait(slot, &mut backoff).await;
+                }
+                reason = link.retired() => {
+                    tracing::info!(
+                        worker = link.pid,
+                        generation = link.generation,
+                        slot,
+                        reason = %reason,
+                        served = link.served(),
+                        "replacing worker: starting its successor, then draining it"
+                    );
+                    predecessor = Some(running);
                 }
             }
+        }
+    }
+
+    async fn died_then_wait(&self, slot: usize, backoff: &mut Duration) {
+        let recent = self.record_death();
+        if recent >= CRASH_LOOP_DEATHS {
+            tracing::error!(
+                deaths = recent,
+                window_s = CRASH_WINDOW.as_secs(),
+                slot,
+                next_start_in_ms = backoff.as_millis() as u64,
+                "CRASH LOOP: workers keep dying; restarts are slowed down (check the application log above)"
+            );
+        } else {
             tracing::info!(
                 slot,
                 backoff_ms = backoff.as_millis() as u64,
                 "restarting worker after backoff"
             );
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(MAX_BACKOFF);
         }
+        tokio::time::sleep(*backoff).await;
+        *backoff = (*backoff * 2).min(MAX_BACKOFF);
+    }
+
+    /// Drains a replaced worker: no new requests, healthy in-flight requests finish, then
+    /// it exits. Threads stuck past the request timeout cannot finish, so a worker whose
+    /// only remaining requests are stuck (or that exceeds the graceful timeout) is killed.
+    async fn drain(self: Arc<Self>, mut old: Running) {
+        let link = old.link.clone();
+        self.pool.remove(link.id);
+        let deadline = Instant::now() + self.policy.graceful_timeout;
+        loop {
+            let (stuck, _) = link.stuck();
+            if link.in_flight() <= stuck
+                || Instant::now() >= deadline
+                || old.exited.borrow().is_some()
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let (stuck, _) = link.stuck();
+        let kill = stuck > 0 || link.in_flight() > 0;
+        if kill {
+            tracing::warn!(
+                worker = link.pid,
+                generation = link.generation,
+                stuck,
+                in_flight = link.in_flight(),
+                "killing drained worker: its remaining requests cannot finish"
+            );
+            kill_pid(link.pid);
+        } else {
+            link.shutdown();
+        }
+        if tokio::time::timeout(
+            Duration::from_secs(10),
+            old.exited.wait_for(|s| s.is_some()),
+        )
+        .await
+        .is_err()
+        {
+            tracing::warn!(
+                worker = link.pid,
+                "drained worker did not exit in 10 s; killing it"
+            );
+            kill_pid(link.pid);
+            let _ = old.exited.wait_for(|s| s.is_some()).await;
+        }
+        self.links().remove(&link.id);
+        let status = old.exited.borrow().clone().unwrap_or_default();
+        tracing::info!(worker = link.pid, generation = link.generation, served = link.served(), status = %status, "replaced worker exited");
     }
 
     /// Requests in flight on all workers.
     pub fn in_flight(&self) -> usize {
         self.links().values().map(|l| l.in_flight()).sum()
+    }
+
+    /// Live workers (ready or draining).
+    pub fn workers(&self) -> Vec<Arc<WorkerLink>> {
+        self.links().values().cloned().collect()
     }
 
     /// Stops respawning and asks every worker to finish and exit.
@@ -164,9 +344,19 @@ impl Supervisor {
         }
     }
 
-    /// Worker pids alive now (for a hard stop).
-    pub fn pids(&self) -> Vec<u32> {
-        self.links().values().map(|l| l.pid).collect()
+    /// Kills every worker at once (hard stop).
+    pub fn kill_all(&self) {
+        for link in self.links().values() {
+            kill_pid(link.pid);
+        }
+    }
+}
+
+fn kill_pid(pid: u32) {
+    // SAFETY: kill(2) on a pid we started and have not reaped yet (the reaping task
+    // holds the child), so it cannot have been reused; at worst it already exited.
+    unsafe {
+        libc::kill(pid as libc::pid_t, libc::SIGKILL);
     }
 }
 

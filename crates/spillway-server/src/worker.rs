@@ -8,8 +8,9 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::Stdio;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use spillway_proto::{decode, encode_body, Frame, Kind, RequestHead, ResponseHead};
@@ -101,6 +102,9 @@ impl CreditGate {
 struct StreamEntry {
     events: mpsc::UnboundedSender<Event>,
     gate: Arc<CreditGate>,
+    /// Set when the request outlived `--timeout`: the client got 504, the thread is
+    /// still busy in Python.
+    stuck_since: Option<Instant>,
     /// Held until the worker reports the thread free (`ResponseEnd`/`ResponseAbort`).
     _lease: Option<Lease>,
 }
@@ -125,9 +129,69 @@ pub struct WorkerLink {
     streams: Mutex<HashMap<u32, StreamEntry>>,
     next_stream: AtomicU32,
     alive: AtomicBool,
+    /// Requests this worker finished.
+    served: AtomicU64,
+    /// Retire after this many requests (0: never), `--max-requests` plus jitter.
+    max_requests: u64,
+    /// Why the worker should be replaced, once decided.
+    retire_reason: Mutex<Option<String>>,
+    retire: Notify,
 }
 
 impl WorkerLink {
+    /// Asks the supervisor to replace this worker (idempotent: the first reason wins).
+    pub fn request_retire(&self, reason: String) {
+        let mut r = self.retire_reason.lock().unwrap_or_else(|p| p.into_inner());
+        if r.is_none() {
+            *r = Some(reason);
+            drop(r);
+            // notify_one stores a permit, so a supervisor not yet waiting still sees it.
+            self.retire.notify_one();
+        }
+    }
+
+    /// Waits until the worker should be replaced; returns why.
+    pub async fn retired(&self) -> String {
+        loop {
+            if let Some(r) = self
+                .retire_reason
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()
+            {
+                return r;
+            }
+            self.retire.notified().await;
+        }
+    }
+
+    /// Requests finished by this worker.
+    pub fn served(&self) -> u64 {
+        self.served.load(Ordering::Relaxed)
+    }
+
+    /// Marks a request as stuck (timed out for the client, still running in Python).
+    pub fn mark_stuck(&self, stream: u32) {
+        if let Some(e) = self.streams().get_mut(&stream) {
+            e.stuck_since.get_or_insert_with(Instant::now);
+            e.gate.close();
+        }
+    }
+
+    /// Stuck requests, and how long the oldest has been stuck.
+    pub fn stuck(&self) -> (usize, Duration) {
+        let streams = self.streams();
+        let mut n = 0;
+        let mut oldest = Duration::ZERO;
+        for e in streams.values() {
+            if let Some(t) = e.stuck_since {
+                n += 1;
+                oldest = oldest.max(t.elapsed());
+            }
+        }
+        (n, oldest)
+    }
+
     fn streams(&self) -> MutexGuard<'_, HashMap<u32, StreamEntry>> {
         self.streams.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -170,6 +234,7 @@ impl WorkerLink {
             StreamEntry {
                 events: tx,
                 gate: gate.clone(),
+                stuck_since: None,
                 _lease: Some(lease),
             },
         );
@@ -220,6 +285,10 @@ impl WorkerLink {
                 if let Some(e) = self.streams().remove(&stream) {
                     e.gate.close();
                     let _ = e.events.send(ev);
+                    let served = self.served.fetch_add(1, Ordering::Relaxed) + 1;
+                    if self.max_requests > 0 && served == self.max_requests {
+                        self.request_retire(format!("served max-requests ({served})"));
+                    }
                 }
             }
             Frame::BodyCredit { stream, bytes } => {
@@ -347,11 +416,13 @@ async fn read_frame(rd: &mut OwnedReadHalf, buf: &mut BytesMut) -> Result<Option
     }
 }
 
-/// Performs the hello/ready handshake on a spawned worker.
+/// Performs the hello/ready handshake on a spawned worker; it retires after
+/// `max_requests` requests (0: never).
 pub async fn handshake(
     spawned: Spawned,
     id: u64,
     generation: u64,
+    max_requests: u64,
 ) -> (tokio::process::Child, Startup) {
     let Spawned { child, socket } = spawned;
     let (mut rd, wr) = socket.into_split();
@@ -400,6 +471,10 @@ pub async fn handshake(
         streams: Mutex::new(HashMap::new()),
         next_stream: AtomicU32::new(1),
         alive: AtomicBool::new(true),
+        served: AtomicU64::new(0),
+        max_requests,
+        retire_reason: Mutex::new(None),
+        retire: Notify::new(),
     });
     tokio::spawn(write_loop(link.clone(), wr));
     (

@@ -97,6 +97,49 @@ pub struct ServeArgs {
           value_parser = clap::value_parser!(u64).range(0..=86_400))]
     pub graceful_timeout: Option<u64>,
 
+    /// Most requests waiting for a free Python thread; more get 503 with Retry-After at once.
+    /// [default: 1024]
+    #[arg(long, value_name = "N", env = "SPILLWAY_MAX_QUEUE",
+          value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    pub max_queue: Option<u32>,
+
+    /// Seconds a request may wait for a free Python thread; longer gets 503 with Retry-After.
+    /// [default: 30]
+    #[arg(long, value_name = "SECS", env = "SPILLWAY_QUEUE_TIMEOUT",
+          value_parser = clap::value_parser!(u64).range(1..=3_600))]
+    pub queue_timeout: Option<u64>,
+
+    /// Most open client connections; past it the front stops accepting (new connections wait
+    /// in the kernel queue) until the count falls below 90%. [default: 10000]
+    #[arg(long, value_name = "N", env = "SPILLWAY_MAX_CONNECTIONS",
+          value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    pub max_connections: Option<u32>,
+
+    /// Seconds until a response must start (and longest pause between body chunks); longer
+    /// gets 504 and the Python thread is marked stuck. A worker stuck longer than
+    /// --graceful-timeout is replaced. [default: 60]
+    #[arg(long, value_name = "SECS", env = "SPILLWAY_TIMEOUT",
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub timeout: Option<u64>,
+
+    /// Replace a worker after it served this many requests (0: never); the replacement
+    /// starts first, so no request sees it. [default: 0]
+    #[arg(long, value_name = "N", env = "SPILLWAY_MAX_REQUESTS",
+          value_parser = clap::value_parser!(u64))]
+    pub max_requests: Option<u64>,
+
+    /// Up to this many extra requests per worker before replacement, chosen at random, so
+    /// workers do not all restart together. [default: 0]
+    #[arg(long, value_name = "N", env = "SPILLWAY_MAX_REQUESTS_JITTER",
+          value_parser = clap::value_parser!(u64))]
+    pub max_requests_jitter: Option<u64>,
+
+    /// Replace a worker whose resident memory exceeds this many MiB (0: no limit).
+    /// [default: 0]
+    #[arg(long, value_name = "MIB", env = "SPILLWAY_MAX_WORKER_MEMORY",
+          value_parser = clap::value_parser!(u64).range(0..=1_048_576))]
+    pub max_worker_memory: Option<u64>,
+
     /// Longest request target in bytes; longer gets 414. [default: 4094]
     #[arg(long, value_name = "BYTES", env = "SPILLWAY_LIMIT_REQUEST_LINE",
           value_parser = clap::value_parser!(u32).range(64..=1_048_576))]

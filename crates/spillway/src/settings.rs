@@ -61,6 +61,13 @@ const FILE_KEYS: &[&str] = &[
     "access_log",
     "log_level",
     "front_threads",
+    "max_queue",
+    "queue_timeout",
+    "max_connections",
+    "timeout",
+    "max_requests",
+    "max_requests_jitter",
+    "max_worker_memory",
 ];
 
 /// Log levels accepted by `--log-level`.
@@ -124,6 +131,19 @@ pub fn merge_file(args: &mut ServeArgs) -> Result<(), SettingsError> {
             "access_log" => fill(&mut args.access_log, || string(&ctx, value)),
             "log_level" => fill(&mut args.log_level, || string(&ctx, value)),
             "front_threads" => fill(&mut args.front_threads, || int(&ctx, value, 1, 256)),
+            "max_queue" => fill(&mut args.max_queue, || int(&ctx, value, 0, 1_000_000)),
+            "queue_timeout" => fill(&mut args.queue_timeout, || int(&ctx, value, 1, 3_600)),
+            "max_connections" => fill(&mut args.max_connections, || {
+                int(&ctx, value, 1, 10_000_000)
+            }),
+            "timeout" => fill(&mut args.timeout, || int(&ctx, value, 1, 86_400)),
+            "max_requests" => fill(&mut args.max_requests, || int(&ctx, value, 0, i64::MAX)),
+            "max_requests_jitter" => fill(&mut args.max_requests_jitter, || {
+                int(&ctx, value, 0, i64::MAX)
+            }),
+            "max_worker_memory" => fill(&mut args.max_worker_memory, || {
+                int(&ctx, value, 0, 1_048_576)
+            }),
             _ => Ok(()),
         }?;
     }
@@ -402,6 +422,13 @@ pub fn resolve(args: ServeArgs) -> Result<Settings, SettingsError> {
             env,
             cwd: chdir,
         },
+        max_queue: args.max_queue.unwrap_or(1024) as usize,
+        queue_timeout: Duration::from_secs(args.queue_timeout.unwrap_or(30)),
+        max_connections: args.max_connections.unwrap_or(10_000) as usize,
+        timeout: Duration::from_secs(args.timeout.unwrap_or(60)),
+        max_requests: args.max_requests.unwrap_or(0),
+        max_requests_jitter: args.max_requests_jitter.unwrap_or(0),
+        max_worker_memory: args.max_worker_memory.filter(|&m| m > 0).map(|m| m << 20),
     };
     Ok(Settings {
         server,
