@@ -91,4 +91,37 @@ pub struct ServerConfig {
     pub max_requests_jitter: u64,
     /// Replace a worker whose resident memory exceeds this many bytes.
     pub max_worker_memory: Option<u64>,
+    /// Admin endpoint address, if any.
+    pub admin: Option<BindAddr>,
+    /// HAProxy agent-check address, if any.
+    pub agent_check: Option<SocketAddr>,
+    /// How long shutdown keeps serving with readiness off before closing listeners.
+    pub drain_delay: Duration,
+    /// Where to write our pid.
+    pub pid_file: Option<PathBuf>,
+    /// Tells the service manager about state changes (systemd `sd_notify`); a no-op
+    /// when not run under one.
+    pub notify: StateNotifier,
+}
+
+/// A state-change notifier (`READY=1`, `RELOADING=1`, `STOPPING=1`, `STATUS=…`).
+#[derive(Clone)]
+pub struct StateNotifier(pub std::sync::Arc<dyn Fn(&str) + Send + Sync>);
+
+impl StateNotifier {
+    /// A notifier that tells nobody.
+    pub fn none() -> StateNotifier {
+        StateNotifier(std::sync::Arc::new(|_| {}))
+    }
+
+    /// Sends one state change.
+    pub fn notify(&self, msg: &str) {
+        (self.0)(msg)
+    }
+}
+
+impl std::fmt::Debug for StateNotifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StateNotifier")
+    }
 }

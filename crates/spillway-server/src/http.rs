@@ -62,6 +62,8 @@ struct ConnTimes {
     idle_since: Instant,
     /// First byte of a request head that has not completed yet.
     head_started: Option<Instant>,
+    /// Bytes of a next request arrived since the connection went idle.
+    bytes_pending: bool,
 }
 
 const HEADER_TIMEOUT: &str = "header timeout";
@@ -81,6 +83,7 @@ impl ConnShared {
                 idle_since: now,
                 // A new connection must send its first head within the header timeout.
                 head_started: Some(now),
+                bytes_pending: false,
             }),
             changed: Notify::new(),
         })
@@ -92,17 +95,28 @@ impl ConnShared {
 
     fn on_read(&self) {
         let mut t = self.lock();
-        if t.in_flight == 0 && t.head_started.is_none() {
-            t.head_started = Some(Instant::now());
-            drop(t);
-            self.changed.notify_one();
+        if t.in_flight == 0 {
+            t.bytes_pending = true;
+            if t.head_started.is_none() {
+                t.head_started = Some(Instant::now());
+                drop(t);
+                self.changed.notify_one();
+            }
         }
+    }
+
+    /// Safe to close now: no request in flight and no bytes of a next one received.
+    /// (With a request in flight, hyper finishes it with `Connection: close` first.)
+    fn may_close(&self) -> bool {
+        let t = self.lock();
+        t.in_flight > 0 || !t.bytes_pending
     }
 
     fn request_started(&self) {
         let mut t = self.lock();
         t.in_flight += 1;
         t.head_started = None;
+        t.bytes_pending = false;
     }
 
     fn request_finished(&self) {
@@ -237,7 +251,7 @@ pub(crate) async fn serve_connection<S, T>(
     stream: S,
     peer: Peer,
     front: Arc<Front>,
-    mut draining: watch::Receiver<bool>,
+    mut draining_rx: watch::Receiver<bool>,
     slot: T,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -269,9 +283,22 @@ pub(crate) async fn serve_connection<S, T>(
     tokio::pin!(conn);
     let (keep_alive, header_timeout) = (front.cfg.keep_alive, front.cfg.header_timeout);
     let mut closing = false;
+    let mut draining = false;
     loop {
+        if draining && !closing && shared.may_close() {
+            conn.as_mut().graceful_shutdown();
+            closing = true;
+        }
         let deadline = if closing {
             None
+        } else if draining {
+            // Bytes of a request are arriving: wait for its head, then close after it.
+            let soon = Instant::now() + Duration::from_millis(20);
+            Some(
+                shared
+                    .deadline(keep_alive, header_timeout)
+                    .map_or((soon, "drain"), |(at, why)| (at.min(soon), why)),
+            )
         } else {
             shared.deadline(keep_alive, header_timeout)
         };
@@ -304,10 +331,9 @@ pub(crate) async fn serve_connection<S, T>(
                     }
                 }
             }
-            changed = draining.changed(), if !closing => {
-                if changed.is_err() || *draining.borrow() {
-                    conn.as_mut().graceful_shutdown();
-                    closing = true;
+            changed = draining_rx.changed(), if !draining => {
+                if changed.is_err() || *draining_rx.borrow() {
+                    draining = true;
                 }
             }
         }

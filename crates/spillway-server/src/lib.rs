@@ -3,16 +3,19 @@
 //! and supervises those workers. It never links Python.
 
 mod access_log;
+mod admin;
 mod admission;
+mod agent;
 pub mod config;
 mod http;
 mod listener;
 mod monitor;
+mod state;
 mod supervisor;
 mod worker;
 
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,7 +24,7 @@ use bytes::Bytes;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, watch, Notify};
 
-pub use config::{AccessLog, BindAddr, ServerConfig, WorkerCommand};
+pub use config::{AccessLog, BindAddr, ServerConfig, StateNotifier, WorkerCommand};
 pub use listener::somaxconn;
 
 use crate::access_log::AccessLogger;
@@ -29,6 +32,7 @@ use crate::admission::{Pool, QueueLimits};
 use crate::http::{Front, Peer};
 use crate::listener::Listener;
 use crate::monitor::{MonitorPolicy, Observed, Watched};
+use crate::state::ServerState;
 use crate::supervisor::{Policy, SlotEvent, Supervisor};
 
 /// Why the server stopped with an error.
@@ -51,12 +55,16 @@ pub enum ServerError {
     /// The access log could not be opened.
     #[error("cannot open the access log: {0}")]
     AccessLog(std::io::Error),
+    /// The pid file could not be written.
+    #[error("cannot write the pid file: {0}")]
+    PidFile(std::io::Error),
     /// Signal handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
 }
 
 /// Serves until SIGTERM/SIGINT (graceful) or SIGQUIT / a second signal (immediate).
+/// SIGHUP (or `POST /reload` on the admin endpoint) reloads the workers.
 pub async fn serve(cfg: ServerConfig) -> Result<(), ServerError> {
     let access_log = match &cfg.access_log {
         Some(t) => Some(AccessLogger::open(t).map_err(ServerError::AccessLog)?),
@@ -70,9 +78,34 @@ pub async fn serve(cfg: ServerConfig) -> Result<(), ServerError> {
         })?;
         listeners.push(l);
     }
+    let admin = match &cfg.admin {
+        Some(addr) => Some(
+            listener::bind(addr, 128).map_err(|source| ServerError::Bind {
+                addr: format!("admin {addr}"),
+                source,
+            })?,
+        ),
+        None => None,
+    };
+    let agent = match cfg.agent_check {
+        Some(addr) => Some(
+            listener::bind(&BindAddr::Tcp(addr), 128)
+                .map_err(|source| ServerError::Bind {
+                    addr: format!("agent-check {addr}"),
+                    source,
+                })?
+                .0,
+        ),
+        None => None,
+    };
     let mut term = signal(SignalKind::terminate()).map_err(ServerError::Signals)?;
     let mut int = signal(SignalKind::interrupt()).map_err(ServerError::Signals)?;
     let mut quit = signal(SignalKind::quit()).map_err(ServerError::Signals)?;
+    let mut hup = signal(SignalKind::hangup()).map_err(ServerError::Signals)?;
+    let pid_file = match &cfg.pid_file {
+        Some(p) => Some(PidFile::create(p).map_err(ServerError::PidFile)?),
+        None => None,
+    };
 
     let pool = Pool::new(QueueLimits {
         max_queue: cfg.max_queue,
@@ -87,12 +120,12 @@ pub async fn serve(cfg: ServerConfig) -> Result<(), ServerError> {
         keep_alive_value,
     });
     let (drain_tx, drain_rx) = watch::channel(false);
-    // Accept from the first moment: requests wait in the queue until workers are ready.
     let conns = Arc::new(ConnCount {
         open: AtomicUsize::new(0),
         max: cfg.max_connections,
         below_low_water: Notify::new(),
     });
+    // Accept from the first moment: requests wait in the queue until workers are ready.
     let mut accept_tasks = Vec::new();
     let mut watched = Vec::new();
     for (l, name) in listeners {
@@ -112,7 +145,7 @@ pub async fn serve(cfg: ServerConfig) -> Result<(), ServerError> {
     }
 
     let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
-    let sup = Supervisor::new(pool.clone(), Policy::from_config(&cfg), ev_tx);
+    let sup = Supervisor::new(pool.clone(), Policy::from_config(&cfg), cfg.workers, ev_tx);
     let observed = Arc::new(Observed::default());
     let monitor = tokio::spawn(monitor::run(
         watched,
@@ -124,6 +157,27 @@ pub async fn serve(cfg: ServerConfig) -> Result<(), ServerError> {
         },
         observed.clone(),
     ));
+    let state = Arc::new(ServerState {
+        pool: pool.clone(),
+        sup: sup.clone(),
+        observed,
+        connections: conns.clone(),
+        draining: AtomicBool::new(false),
+        threads: cfg.threads,
+    });
+    let (reload_tx, mut reload_rx) = mpsc::unbounded_channel::<()>();
+    let mut side_tasks = Vec::new();
+    if let Some((l, name)) = admin {
+        tracing::info!(admin = %name, "admin endpoint: /healthz /readyz /status, POST /reload");
+        side_tasks.push(tokio::spawn(admin::serve(
+            l,
+            state.clone(),
+            reload_tx.clone(),
+        )));
+    }
+    if let Some(Listener::Tcp(l)) = agent {
+        side_tasks.push(tokio::spawn(agent::serve(l, state.clone())));
+    }
     let mut slots = Vec::new();
     for i in 0..cfg.workers {
         slots.push(tokio::spawn(sup.clone().run_slot(i)));
@@ -152,36 +206,73 @@ pub async fn serve(cfg: ServerConfig) -> Result<(), ServerError> {
             },
             _ = term.recv() => { sup.stop(); return Ok(()); }
             _ = int.recv() => { sup.stop(); return Ok(()); }
-            _ = quit.recv() => { sup.stop(); return Ok(()); }
+            _ = quit.recv() => { sup.stop(); sup.kill_all(); return Ok(()); }
         }
     }
     tracing::info!(
         app = %cfg.app,
         workers = cfg.workers,
         threads = cfg.threads,
+        generation = sup.generation(),
         startup_ms = started.elapsed().as_millis() as u64,
         "ready"
     );
+    let notifier = cfg.notify.clone();
+    notifier.notify(&format!(
+        "READY=1\nSTATUS=serving {} with {} workers",
+        cfg.app, cfg.workers
+    ));
     // Later slot events (restarts) are logged by the supervisor itself.
     tokio::spawn(async move { while ev_rx.recv().await.is_some() {} });
 
-    let why = tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-        _ = quit.recv() => {
-            tracing::info!("SIGQUIT: stopping at once");
-            sup.stop();
-            sup.kill_all();
-            return Ok(());
+    let why = loop {
+        tokio::select! {
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reloading workers");
+                spawn_reload(&sup, &notifier);
+            }
+            Some(()) = reload_rx.recv() => {
+                tracing::info!("reload requested on the admin endpoint");
+                spawn_reload(&sup, &notifier);
+            }
+            _ = term.recv() => break "SIGTERM",
+            _ = int.recv() => break "SIGINT",
+            _ = quit.recv() => {
+                tracing::info!("SIGQUIT: stopping at once");
+                sup.stop();
+                sup.kill_all();
+                return Ok(());
+            }
         }
     };
+
+    // Draining: health checks and the agent-check turn at once, but everything keeps
+    // serving (new connections too) for --drain-delay, so a load balancer stops routing
+    // here before anything closes.
+    state.draining.store(true, Ordering::Release);
+    notifier.notify("STOPPING=1\nSTATUS=draining");
     tracing::info!(
         signal = why,
+        drain_delay_s = cfg.drain_delay.as_secs(),
         graceful_timeout_s = cfg.graceful_timeout.as_secs(),
-        "shutting down: no new connections, finishing requests in flight"
+        "shutting down: readiness is off; still serving during the drain delay"
     );
-    let _ = drain_tx.send(true);
-    monitor.abort();
+    let immediate = tokio::select! {
+        _ = tokio::time::sleep(cfg.drain_delay) => false,
+        _ = term.recv() => true,
+        _ = int.recv() => true,
+        _ = quit.recv() => true,
+    };
+    if immediate {
+        tracing::warn!("second signal: stopping at once");
+        sup.stop();
+        sup.kill_all();
+        return Ok(());
+    }
+    tracing::info!(
+        in_flight = sup.in_flight(),
+        "closing listeners; finishing requests in flight"
+    );
     for t in &accept_tasks {
         t.abort();
     }
@@ -190,10 +281,11 @@ pub async fn serve(cfg: ServerConfig) -> Result<(), ServerError> {
             let _ = std::fs::remove_file(p);
         }
     }
+    let _ = drain_tx.send(true);
     let deadline = Instant::now() + cfg.graceful_timeout;
     let drained = async {
         while sup.in_flight() > 0 || pool.queue_state().0 > 0 {
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     };
     tokio::select! {
@@ -204,6 +296,10 @@ pub async fn serve(cfg: ServerConfig) -> Result<(), ServerError> {
         _ = term.recv() => tracing::warn!("second signal: stopping at once"),
         _ = int.recv() => tracing::warn!("second signal: stopping at once"),
         _ = quit.recv() => tracing::warn!("SIGQUIT: stopping at once"),
+    }
+    monitor.abort();
+    for t in &side_tasks {
+        t.abort();
     }
     pool.close();
     sup.stop();
@@ -218,13 +314,51 @@ pub async fn serve(cfg: ServerConfig) -> Result<(), ServerError> {
     {
         sup.kill_all();
     }
+    // Idle connections got their close; give in-flight responses a moment to flush.
+    let flush_deadline = Instant::now() + Duration::from_secs(2);
+    while conns.open.load(Ordering::Acquire) > 0 && Instant::now() < flush_deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(pid_file);
     tracing::info!("stopped");
     Ok(())
 }
 
+fn spawn_reload(sup: &Arc<Supervisor>, notifier: &StateNotifier) {
+    let sup = sup.clone();
+    let notifier = notifier.clone();
+    notifier.notify("RELOADING=1\nSTATUS=reloading");
+    tokio::spawn(async move {
+        let status = match sup.clone().reload().await {
+            Ok(g) => format!("READY=1\nSTATUS=serving generation {g}"),
+            Err(_) => format!(
+                "READY=1\nSTATUS=reload failed; generation {} serving",
+                sup.generation()
+            ),
+        };
+        notifier.notify(&status);
+    });
+}
+
+/// The pid file: written at start, removed at exit.
+struct PidFile(std::path::PathBuf);
+
+impl PidFile {
+    fn create(path: &std::path::Path) -> std::io::Result<PidFile> {
+        std::fs::write(path, format!("{}\n", std::process::id()))?;
+        Ok(PidFile(path.to_owned()))
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// Open client connections against `--max-connections`.
-struct ConnCount {
-    open: AtomicUsize,
+pub(crate) struct ConnCount {
+    pub(crate) open: AtomicUsize,
     max: usize,
     below_low_water: Notify,
 }

@@ -50,7 +50,7 @@ fn tcp_ext_pair() -> Option<(u64, u64)> {
 }
 
 /// Resident set size of a process in bytes, from /proc/<pid>/statm.
-fn rss_bytes(pid: u32) -> Option<u64> {
+pub(crate) fn rss_bytes(pid: u32) -> Option<u64> {
     let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
     let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
     // SAFETY: sysconf has no preconditions.

@@ -71,7 +71,9 @@ pub enum ProxyHeaderError {
     #[error("invalid PROXY v2 address family/transport byte {0:#04x}")]
     V2Family(u8),
     /// The v2 address block is shorter than its family's addresses.
-    #[error("PROXY v2 address block of {len} bytes is shorter than the {need} bytes its family needs")]
+    #[error(
+        "PROXY v2 address block of {len} bytes is shorter than the {need} bytes its family needs"
+    )]
     V2ShortAddress {
         /// Length announced in the header.
         len: usize,
@@ -137,8 +139,7 @@ fn parse_v1(buf: &[u8]) -> Result<Parsed, ProxyHeaderError> {
 
 /// Parses what follows "PROXY " on the line, CRLF excluded.
 fn parse_v1_line(line: &[u8]) -> Result<ProxyHeader, ProxyHeaderError> {
-    let line =
-        std::str::from_utf8(line).map_err(|_| ProxyHeaderError::V1Malformed("not ASCII"))?;
+    let line = std::str::from_utf8(line).map_err(|_| ProxyHeaderError::V1Malformed("not ASCII"))?;
     // Exactly one space between fields (spec 2.1), so split on ' ' and let empty fields fail.
     let mut fields = line.split(' ');
     let proto = fields.next().unwrap_or_default();
@@ -147,7 +148,11 @@ fn parse_v1_line(line: &[u8]) -> Result<ProxyHeader, ProxyHeaderError> {
         "UNKNOWN" => return Ok(ProxyHeader::UNKNOWN),
         "TCP4" => true,
         "TCP6" => false,
-        _ => return Err(ProxyHeaderError::V1Malformed("protocol is not TCP4, TCP6 or UNKNOWN")),
+        _ => {
+            return Err(ProxyHeaderError::V1Malformed(
+                "protocol is not TCP4, TCP6 or UNKNOWN",
+            ))
+        }
     };
     let (Some(src), Some(dst), Some(sport), Some(dport), None) = (
         fields.next(),
@@ -430,7 +435,13 @@ mod tests {
 
     #[test]
     fn v1_signature_mismatch_is_not_proxy() {
-        for h in [&b"PROXX"[..], b"POST / HTTP/1.1\r\n", b"PROXYTCP4", b"P\r\n", b"PROXY\r\n"] {
+        for h in [
+            &b"PROXX"[..],
+            b"POST / HTTP/1.1\r\n",
+            b"PROXYTCP4",
+            b"P\r\n",
+            b"PROXY\r\n",
+        ] {
             assert_eq!(parse(h), Err(ProxyHeaderError::NotProxy), "{h:?}");
         }
     }
@@ -496,7 +507,10 @@ mod tests {
         assert_eq!(done(&v2(1, 0x10, &[9; 12])), (ProxyHeader::UNKNOWN, 28));
         assert_eq!(done(&v2(1, 0x31, &[0; 216])), (ProxyHeader::UNKNOWN, 232));
         assert_eq!(done(&v2(1, 0x32, &[0; 216])), (ProxyHeader::UNKNOWN, 232));
-        assert_eq!(done(&v2(1, 0x12, &v2_tcp4_body())), (ProxyHeader::UNKNOWN, 28));
+        assert_eq!(
+            done(&v2(1, 0x12, &v2_tcp4_body())),
+            (ProxyHeader::UNKNOWN, 28)
+        );
         assert_eq!(done(&v2(1, 0x22, &[0; 36])), (ProxyHeader::UNKNOWN, 52));
     }
 
@@ -556,7 +570,10 @@ mod tests {
         );
         assert_eq!(
             parse(&v2(1, 0x31, &[0; 200])),
-            Err(ProxyHeaderError::V2ShortAddress { len: 200, need: 216 })
+            Err(ProxyHeaderError::V2ShortAddress {
+                len: 200,
+                need: 216
+            })
         );
     }
 
@@ -579,7 +596,12 @@ mod tests {
     #[test]
     fn empty_is_incomplete_and_garbage_is_refused() {
         assert_eq!(parse(b""), Ok(Parsed::Incomplete));
-        for h in [&b"GET / HTTP/1.1\r\n"[..], b"\x16\x03\x01", b"\0", b"\xff\xff"] {
+        for h in [
+            &b"GET / HTTP/1.1\r\n"[..],
+            b"\x16\x03\x01",
+            b"\0",
+            b"\xff\xff",
+        ] {
             assert_eq!(parse(h), Err(ProxyHeaderError::NotProxy));
         }
     }

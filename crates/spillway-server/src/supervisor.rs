@@ -28,8 +28,9 @@ pub(crate) enum SlotEvent {
 }
 
 /// A worker that passed its handshake, with a way to learn that its process exited.
-struct Running {
+pub(crate) struct Running {
     link: Arc<WorkerLink>,
+    threads: u16,
     /// Becomes `Some(description)` when the process has exited.
     exited: watch::Receiver<Option<String>>,
 }
@@ -58,7 +59,13 @@ impl Policy {
 pub(crate) struct Supervisor {
     pool: Arc<Pool>,
     policy: Policy,
-    generation: u64,
+    workers: usize,
+    /// Generation new workers belong to; bumped only by a successful reload.
+    generation: AtomicU64,
+    /// Generation numbers handed out to reload attempts.
+    next_generation: AtomicU64,
+    reloading: tokio::sync::Mutex<()>,
+    adopt: Mutex<Vec<mpsc::UnboundedSender<Running>>>,
     next_id: AtomicU64,
     stopping: AtomicBool,
     /// Some worker has been ready once: from then on, load failures are retried.
@@ -80,12 +87,17 @@ impl Supervisor {
     pub fn new(
         pool: Arc<Pool>,
         policy: Policy,
+        workers: usize,
         events: mpsc::UnboundedSender<SlotEvent>,
     ) -> Arc<Supervisor> {
         Arc::new(Supervisor {
             pool,
             policy,
-            generation: 1,
+            workers,
+            generation: AtomicU64::new(1),
+            next_generation: AtomicU64::new(2),
+            reloading: tokio::sync::Mutex::new(()),
+            adopt: Mutex::new(Vec::new()),
             next_id: AtomicU64::new(1),
             stopping: AtomicBool::new(false),
             ever_ready: AtomicBool::new(false),
@@ -121,13 +133,19 @@ impl Supervisor {
         self.policy.max_requests + mix % (jitter + 1)
     }
 
-    /// Starts one worker and waits for its handshake.
-    async fn start(&self, slot: usize) -> Result<Running, (String, bool)> {
+    /// The generation serving now.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Starts one worker of `generation` and waits for its handshake. The caller decides
+    /// when it joins the pool.
+    async fn start(&self, slot: usize, generation: u64) -> Result<Running, (String, bool)> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let spawned = worker::spawn(&self.policy.command, self.generation)
-            .map_err(|e| (e.to_string(), false))?;
+        let spawned =
+            worker::spawn(&self.policy.command, generation).map_err(|e| (e.to_string(), false))?;
         let (mut child, startup) =
-            worker::handshake(spawned, id, self.generation, self.request_limit(id)).await;
+            worker::handshake(spawned, id, generation, self.request_limit(id)).await;
         match startup {
             Startup::Ready {
                 link,
@@ -159,8 +177,11 @@ impl Supervisor {
                     };
                     let _ = tx.send(Some(status));
                 });
-                self.pool.add(link.clone(), threads as u32);
-                Ok(Running { link, exited: rx })
+                Ok(Running {
+                    link,
+                    threads,
+                    exited: rx,
+                })
             }
             Startup::Failed(reason) => {
                 let status = child.wait().await;
@@ -185,36 +206,66 @@ impl Supervisor {
         d.len()
     }
 
-    /// Runs one worker slot until shutdown.
-    pub async fn run_slot(self: Arc<Self>, slot: usize) {
-        let mut backoff = MIN_BACKOFF;
-        let mut predecessor: Option<Running> = None;
-        while !self.stopping() {
-            let running = match self.start(slot).await {
-                Ok(r) => r,
+    /// Puts a started worker into service.
+    fn activate(&self, r: &Running) {
+        self.pool.add(r.link.clone(), r.threads as u32);
+        self.ever_ready.store(true, Ordering::Release);
+        let _ = self.events.send(SlotEvent::Ready);
+    }
+
+    /// Starts a worker for `slot`, retrying with backoff; `None` once stopping or when a
+    /// start-up load failure ends the server.
+    async fn start_with_backoff(&self, slot: usize, backoff: &mut Duration) -> Option<Running> {
+        loop {
+            if self.stopping() {
+                return None;
+            }
+            match self.start(slot, self.generation()).await {
+                Ok(r) => return Some(r),
                 Err((reason, load_failed)) => {
                     if self.stopping() {
-                        return;
+                        return None;
                     }
                     if load_failed {
                         let _ = self.events.send(SlotEvent::AppLoadFailed);
                         if !self.ever_ready.load(Ordering::Acquire) {
                             // At start-up a load failure ends the server: do not respawn.
-                            return;
+                            return None;
                         }
                     } else {
                         tracing::error!(slot, reason = %reason, "worker failed to start");
                         let _ = self.events.send(SlotEvent::StartFailed(reason));
                     }
-                    self.died_then_wait(slot, &mut backoff).await;
-                    continue;
+                    self.died_then_wait(slot, backoff).await;
                 }
-            };
-            self.ever_ready.store(true, Ordering::Release);
-            let _ = self.events.send(SlotEvent::Ready);
-            if let Some(old) = predecessor.take() {
-                tokio::spawn(self.clone().drain(old));
             }
+        }
+    }
+
+    /// Runs one worker slot until shutdown: keeps one worker in service, replaces it when
+    /// it dies or retires, and adopts workers of a new generation on reload.
+    pub async fn run_slot(self: Arc<Self>, slot: usize) {
+        let (tx, mut adopt) = mpsc::unbounded_channel();
+        {
+            let mut a = self.adopt.lock().unwrap_or_else(|p| p.into_inner());
+            if a.len() <= slot {
+                a.resize_with(slot + 1, || mpsc::unbounded_channel().0);
+            }
+            a[slot] = tx;
+        }
+        let mut backoff = MIN_BACKOFF;
+        let mut current: Option<Running> = None;
+        loop {
+            let running = match current.take() {
+                Some(r) => r,
+                None => match self.start_with_backoff(slot, &mut backoff).await {
+                    Some(r) => {
+                        self.activate(&r);
+                        r
+                    }
+                    None => return,
+                },
+            };
             let since = Instant::now();
             let link = running.link.clone();
             let mut exited = running.exited.clone();
@@ -241,6 +292,10 @@ impl Supervisor {
                     self.died_then_wait(slot, &mut backoff).await;
                 }
                 reason = link.retired() => {
+                    if self.stopping() {
+                        let _ = exited.wait_for(|s| s.is_some()).await;
+                        return;
+                    }
                     tracing::info!(
                         worker = link.pid,
                         generation = link.generation,
@@ -249,10 +304,103 @@ impl Supervisor {
                         served = link.served(),
                         "replacing worker: starting its successor, then draining it"
                     );
-                    predecessor = Some(running);
+                    match self.start(slot, self.generation()).await {
+                        Ok(next) => {
+                            self.activate(&next);
+                            tokio::spawn(self.clone().drain(running));
+                            current = Some(next);
+                        }
+                        Err((reason, _)) => {
+                            // Keep the old worker serving; try again after a pause.
+                            tracing::error!(slot, reason = %reason, "could not start a successor; the worker keeps serving");
+                            self.died_then_wait(slot, &mut backoff).await;
+                            current = Some(running);
+                        }
+                    }
+                }
+                Some(next) = adopt.recv() => {
+                    self.activate(&next);
+                    tokio::spawn(self.clone().drain(running));
+                    current = Some(next);
                 }
             }
+            if self.stopping() {
+                if let Some(r) = current.take() {
+                    let mut exited = r.exited.clone();
+                    let _ = exited.wait_for(|s| s.is_some()).await;
+                }
+                return;
+            }
         }
+    }
+
+    /// Starts a new generation of workers; when every one has imported the application,
+    /// they take over and the old generation drains. If any fails, the new ones are
+    /// stopped and the old generation keeps serving.
+    pub async fn reload(self: Arc<Self>) -> Result<u64, String> {
+        let _one_at_a_time = self.reloading.lock().await;
+        let old = self.generation();
+        let generation = self.next_generation.fetch_add(1, Ordering::AcqRel);
+        tracing::info!(
+            from = old,
+            generation,
+            workers = self.workers,
+            "reload: starting a new generation"
+        );
+        let started = Instant::now();
+        let mut tasks = Vec::new();
+        for slot in 0..self.workers {
+            let me = self.clone();
+            tasks.push(tokio::spawn(
+                async move { me.start(slot, generation).await },
+            ));
+        }
+        let mut ready = Vec::new();
+        let mut failure = None;
+        for t in tasks {
+            match t.await {
+                Ok(Ok(r)) => ready.push(r),
+                Ok(Err((reason, _))) => failure = Some(reason),
+                Err(e) => failure = Some(e.to_string()),
+            }
+        }
+        let failure = if self.stopping() {
+            Some("shutting down".to_owned())
+        } else {
+            failure
+        };
+        if let Some(reason) = failure {
+            for r in ready {
+                r.link.shutdown();
+                self.links().remove(&r.link.id);
+            }
+            tracing::error!(
+                generation,
+                serving = old,
+                reason = %reason,
+                "reload failed: the new generation could not start (traceback above); the old generation keeps serving"
+            );
+            return Err(reason);
+        }
+        self.generation.store(generation, Ordering::Release);
+        let adopt = self.adopt.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        for (slot, r) in ready.into_iter().enumerate() {
+            match adopt.get(slot) {
+                Some(tx) => {
+                    if let Err(e) = tx.send(r) {
+                        e.0.link.shutdown();
+                    }
+                }
+                None => r.link.shutdown(),
+            }
+        }
+        tracing::info!(
+            generation,
+            previous = old,
+            took_ms = started.elapsed().as_millis() as u64,
+            "reload: new generation serving; the old one drains"
+        );
+        Ok(generation)
     }
 
     async fn died_then_wait(&self, slot: usize, backoff: &mut Duration) {

@@ -37,6 +37,8 @@ pub enum Command {
     Doctor(spillway_doctor::DoctorArgs),
     /// Load generator that reproduces connection incidents.
     Bench(spillway_bench::BenchArgs),
+    /// Reload a running server's workers (sends SIGHUP to the pid in --pid-file).
+    Reload(ReloadArgs),
     /// Internal: run one worker process (started by the front).
     #[command(name = "__worker", hide = true)]
     Worker(WorkerArgs),
@@ -140,6 +142,27 @@ pub struct ServeArgs {
           value_parser = clap::value_parser!(u64).range(0..=1_048_576))]
     pub max_worker_memory: Option<u64>,
 
+    /// Admin endpoint: HOST:PORT or unix:/path, serving /healthz, /readyz, /status and
+    /// POST /reload. Bind it to loopback or a unix socket. [default: off]
+    #[arg(long, value_name = "ADDR", env = "SPILLWAY_ADMIN")]
+    pub admin: Option<String>,
+
+    /// HAProxy agent-check port (HOST:PORT): answers `up ready N%` (weight falls as the
+    /// queue grows), `drain` while shutting down, `maint` with no worker. [default: off]
+    #[arg(long, value_name = "ADDR", env = "SPILLWAY_AGENT_CHECK")]
+    pub agent_check: Option<String>,
+
+    /// Seconds that shutdown keeps serving with readiness off, so load balancers stop
+    /// routing here before listeners close. [default: 5]
+    #[arg(long, value_name = "SECS", env = "SPILLWAY_DRAIN_DELAY",
+          value_parser = clap::value_parser!(u64).range(0..=3_600))]
+    pub drain_delay: Option<u64>,
+
+    /// Write the front's pid here (removed at exit); `spillway reload --pid-file` uses it.
+    /// [default: none]
+    #[arg(long, value_name = "FILE", env = "SPILLWAY_PID_FILE")]
+    pub pid_file: Option<PathBuf>,
+
     /// Longest request target in bytes; longer gets 414. [default: 4094]
     #[arg(long, value_name = "BYTES", env = "SPILLWAY_LIMIT_REQUEST_LINE",
           value_parser = clap::value_parser!(u32).range(64..=1_048_576))]
@@ -193,6 +216,14 @@ pub struct ServeArgs {
     /// Log level: error, warn, info, debug or trace. [default: info]
     #[arg(long, value_name = "LEVEL", env = "SPILLWAY_LOG_LEVEL")]
     pub log_level: Option<String>,
+}
+
+/// Arguments of `spillway reload`.
+#[derive(Args, Debug)]
+pub struct ReloadArgs {
+    /// The pid file the server was started with (--pid-file).
+    #[arg(long, value_name = "FILE")]
+    pub pid_file: PathBuf,
 }
 
 /// Arguments of the internal worker subcommand.

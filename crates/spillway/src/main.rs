@@ -73,6 +73,7 @@ fn main() -> ExitCode {
         Some(Command::Doctor(args)) => spillway_doctor::run(args),
         Some(Command::Bench(args)) => spillway_bench::run(args),
         Some(Command::Worker(args)) => run_worker(args),
+        Some(Command::Reload(args)) => reload(args),
         None => serve(cli.serve),
     };
     match result {
@@ -83,6 +84,31 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `spillway reload --pid-file FILE`: SIGHUP to the running front.
+fn reload(args: cli::ReloadArgs) -> anyhow::Result<ExitCode> {
+    let text = std::fs::read_to_string(&args.pid_file)
+        .with_context(|| format!("cannot read the pid file {}", args.pid_file.display()))?;
+    let pid: i32 = text
+        .trim()
+        .parse()
+        .with_context(|| format!("{} does not hold a pid", args.pid_file.display()))?;
+    anyhow::ensure!(
+        pid > 1,
+        "{} holds an invalid pid {pid}",
+        args.pid_file.display()
+    );
+    // SAFETY: kill(2) with a pid read from the file; it fails cleanly if no such process.
+    if unsafe { libc::kill(pid, libc::SIGHUP) } != 0 {
+        let e = std::io::Error::last_os_error();
+        anyhow::bail!(
+            "cannot signal pid {pid} from {}: {e}",
+            args.pid_file.display()
+        );
+    }
+    eprintln!("spillway: reload requested (SIGHUP to pid {pid})");
+    Ok(ExitCode::SUCCESS)
 }
 
 fn serve(mut args: cli::ServeArgs) -> anyhow::Result<ExitCode> {

@@ -68,6 +68,10 @@ const FILE_KEYS: &[&str] = &[
     "max_requests",
     "max_requests_jitter",
     "max_worker_memory",
+    "admin",
+    "agent_check",
+    "drain_delay",
+    "pid_file",
 ];
 
 /// Log levels accepted by `--log-level`.
@@ -378,6 +382,32 @@ pub fn resolve(args: ServeArgs) -> Result<Settings, SettingsError> {
             _ => return Err(bad("--env", format!("'{kv}' is not KEY=VALUE"))),
         }
     }
+    let admin = match args.admin.as_deref() {
+        None => None,
+        Some(a) => match parse_bind(a)
+            .map_err(|_| bad("--admin", format!("'{a}' is not HOST:PORT or unix:/path")))?
+            .into_iter()
+            .next()
+        {
+            Some(b) => Some(b),
+            None => return Err(bad("--admin", format!("'{a}' resolves to no address"))),
+        },
+    };
+    let agent_check = match args.agent_check.as_deref() {
+        None => None,
+        Some(a) => match parse_bind(a) {
+            Ok(v) => match v.into_iter().next() {
+                Some(BindAddr::Tcp(sa)) => Some(sa),
+                _ => {
+                    return Err(bad(
+                        "--agent-check",
+                        format!("'{a}' must be a TCP HOST:PORT"),
+                    ))
+                }
+            },
+            Err(_) => return Err(bad("--agent-check", format!("'{a}' is not HOST:PORT"))),
+        },
+    };
     let program = std::env::current_exe()
         .map_err(|e| bad("spillway", format!("cannot find our own executable: {e}")))?;
     let mut wargs: Vec<OsString> = vec![
@@ -429,6 +459,11 @@ pub fn resolve(args: ServeArgs) -> Result<Settings, SettingsError> {
         max_requests: args.max_requests.unwrap_or(0),
         max_requests_jitter: args.max_requests_jitter.unwrap_or(0),
         max_worker_memory: args.max_worker_memory.filter(|&m| m > 0).map(|m| m << 20),
+        admin,
+        agent_check,
+        drain_delay: Duration::from_secs(args.drain_delay.unwrap_or(5)),
+        pid_file: args.pid_file.clone(),
+        notify: spillway_server::StateNotifier::none(),
     };
     Ok(Settings {
         server,

@@ -28,7 +28,11 @@ fuzz_target!(|data: &[u8]| {
         }
         Ok(Parsed::Incomplete) => {
             // A caller reading until Done or an error must never buffer past the maxima.
-            let max = if data.first() == Some(&b'P') { V1_MAX_LEN } else { V2_MAX_LEN };
+            let max = if data.first() == Some(&b'P') {
+                V1_MAX_LEN
+            } else {
+                V2_MAX_LEN
+            };
             assert!(data.len() < max);
         }
         Err(_) => {}

@@ -489,6 +489,29 @@ impl Conn {
         self.try_read_response_to(is_head)
     }
 
+    /// Waits at most `wait` for a response head: `Ok(None)` if none arrived yet (whatever
+    /// part of it arrived is kept for the next call), `Ok(Some(..))` with the whole response
+    /// (read with the connection's normal timeout) once it did. For telling which of several
+    /// connections gets answered first without blocking on the others.
+    pub fn poll_response(&mut self, wait: Duration) -> Result<Option<Response>, String> {
+        let old = self.timeout;
+        self.set_timeout(wait);
+        let head = self.read_head();
+        self.set_timeout(old);
+        let head = match head {
+            Ok(h) => h,
+            Err(e) if e.contains("timed out") => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let is_head = self.pending.pop_front().is_some_and(|m| m == "HEAD");
+        let body = self.read_body(&head, is_head)?;
+        Ok(Some(Response {
+            status: head.status,
+            head,
+            body,
+        }))
+    }
+
     /// Reads one response to a HEAD request sent with `send`.
     pub fn read_head_response(&mut self) -> Response {
         self.try_read_response_to(true)

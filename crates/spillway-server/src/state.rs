@@ -1,0 +1,103 @@
+//! What the server knows about itself right now, shared by the admin endpoint, the
+//! HAProxy agent-check and shutdown: readiness, draining, and the numbers behind them.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use crate::admission::Pool;
+use crate::monitor::Observed;
+use crate::supervisor::Supervisor;
+
+/// Live server state.
+pub(crate) struct ServerState {
+    pub pool: Arc<Pool>,
+    pub sup: Arc<Supervisor>,
+    pub observed: Arc<Observed>,
+    /// Open client connections.
+    pub connections: Arc<crate::ConnCount>,
+    /// Shutting down: readiness and the agent-check say so, serving continues.
+    pub draining: AtomicBool,
+    /// Threads per worker (for capacity).
+    pub threads: u16,
+}
+
+impl ServerState {
+    /// Ready for traffic: at least one worker in service and not draining.
+    pub fn ready(&self) -> bool {
+        !self.draining.load(Ordering::Acquire) && self.pool.capacity().0 > 0
+    }
+
+    /// The HAProxy agent-check answer: `drain`, `maint`, or `up ready N%` with a weight
+    /// that falls as requests queue, so the balancer sends less to a backlogged server.
+    pub fn agent_reply(&self) -> String {
+        if self.draining.load(Ordering::Acquire) {
+            return "drain\n".to_owned();
+        }
+        let (workers, _free) = self.pool.capacity();
+        if workers == 0 {
+            return "maint\n".to_owned();
+        }
+        let capacity = (workers * self.threads as usize).max(1);
+        let (queued, _) = self.pool.queue_state();
+        // Full weight while every request finds a thread; half when the queue is as long
+        // as the capacity; never 0 (that would take it out, which `drain` is for).
+        let weight = (100 * capacity / (capacity + queued)).max(1);
+        format!("up ready {weight}%\n")
+    }
+
+    /// The `/status` document.
+    pub fn status_json(&self) -> serde_json::Value {
+        let (queued, oldest) = self.pool.queue_state();
+        let (ready_workers, free_threads) = self.pool.capacity();
+        let workers: Vec<serde_json::Value> = self
+            .sup
+            .workers()
+            .iter()
+            .map(|w| {
+                let (stuck, _) = w.stuck();
+                serde_json::json!({
+                    "pid": w.pid,
+                    "generation": w.generation,
+                    "busy_threads": w.in_flight(),
+                    "stuck_threads": stuck,
+                    "requests_served": w.served(),
+                    "rss_bytes": crate::monitor::rss_bytes(w.pid),
+                })
+            })
+            .collect();
+        let listeners: Vec<serde_json::Value> = self
+            .observed
+            .listeners
+            .lock()
+            .map(|l| {
+                l.iter()
+                    .map(|s| {
+                        serde_json::json!({
+                            "listener": s.name,
+                            "accept_queue": s.queue.map(|q| q.depth),
+                            "accept_queue_limit": s.queue.map(|q| q.limit),
+                            "accept_queue_max_seen": s.max_depth,
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        serde_json::json!({
+            "ready": self.ready(),
+            "draining": self.draining.load(Ordering::Acquire),
+            "generation": self.sup.generation(),
+            "workers": workers,
+            "ready_workers": ready_workers,
+            "threads_per_worker": self.threads,
+            "free_threads": free_threads,
+            "queue": {
+                "length": queued,
+                "oldest_age_ms": oldest.as_millis() as u64,
+                "rejected_full": self.pool.stats.rejected_full.load(Ordering::Relaxed),
+                "rejected_timeout": self.pool.stats.rejected_timeout.load(Ordering::Relaxed),
+            },
+            "connections": self.connections.open.load(Ordering::Relaxed),
+            "listeners": listeners,
+        })
+    }
+}
