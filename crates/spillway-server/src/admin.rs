@@ -37,7 +37,7 @@ fn reply(
 async fn handle(
     req: Request<Incoming>,
     state: Arc<ServerState>,
-    reload: mpsc::UnboundedSender<()>,
+    reload: mpsc::UnboundedSender<&'static str>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let text = "text/plain; charset=utf-8";
     Ok(match (req.method(), req.uri().path()) {
@@ -57,7 +57,7 @@ async fn handle(
             reply(StatusCode::OK, "application/json", body)
         }
         (&Method::POST, "/reload") => {
-            let _ = reload.send(());
+            let _ = reload.send("admin endpoint");
             reply(StatusCode::ACCEPTED, text, "reload started\n")
         }
         (_, "/healthz" | "/readyz" | "/status" | "/reload") => {
@@ -74,7 +74,7 @@ async fn handle(
 async fn serve_conn<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     s: S,
     state: Arc<ServerState>,
-    reload: mpsc::UnboundedSender<()>,
+    reload: mpsc::UnboundedSender<&'static str>,
 ) {
     let svc = service_fn(move |req| handle(req, state.clone(), reload.clone()));
     let _ = http1::Builder::new()
@@ -86,7 +86,7 @@ async fn serve_conn<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
 pub(crate) async fn serve(
     listener: Listener,
     state: Arc<ServerState>,
-    reload: mpsc::UnboundedSender<()>,
+    reload: mpsc::UnboundedSender<&'static str>,
 ) {
     loop {
         match &listener {

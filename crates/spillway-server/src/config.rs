@@ -99,6 +99,8 @@ pub struct ServerConfig {
     pub drain_delay: Duration,
     /// Where to write our pid.
     pub pid_file: Option<PathBuf>,
+    /// Directories whose Python files trigger a reload when they change (`--reload`).
+    pub reload_roots: Vec<PathBuf>,
     /// Tells the service manager about state changes (systemd `sd_notify`); a no-op
     /// when not run under one.
     pub notify: StateNotifier,

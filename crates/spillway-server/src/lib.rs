@@ -7,6 +7,7 @@ mod admin;
 mod admission;
 mod agent;
 pub mod config;
+mod devreload;
 mod http;
 mod listener;
 mod monitor;
@@ -25,6 +26,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, watch, Notify};
 
 pub use config::{AccessLog, BindAddr, ServerConfig, StateNotifier, WorkerCommand};
+pub use devreload::roots_for as reload_roots;
 pub use listener::somaxconn;
 
 use crate::access_log::AccessLogger;
@@ -165,7 +167,7 @@ pub async fn serve(cfg: ServerConfig) -> Result<(), ServerError> {
         draining: AtomicBool::new(false),
         threads: cfg.threads,
     });
-    let (reload_tx, mut reload_rx) = mpsc::unbounded_channel::<()>();
+    let (reload_tx, mut reload_rx) = mpsc::unbounded_channel::<&'static str>();
     let mut side_tasks = Vec::new();
     if let Some((l, name)) = admin {
         tracing::info!(admin = %name, "admin endpoint: /healthz /readyz /status, POST /reload");
@@ -177,6 +179,12 @@ pub async fn serve(cfg: ServerConfig) -> Result<(), ServerError> {
     }
     if let Some(Listener::Tcp(l)) = agent {
         side_tasks.push(tokio::spawn(agent::serve(l, state.clone())));
+    }
+    if !cfg.reload_roots.is_empty() {
+        side_tasks.push(tokio::spawn(devreload::watch(
+            cfg.reload_roots.clone(),
+            reload_tx.clone(),
+        )));
     }
     let mut slots = Vec::new();
     for i in 0..cfg.workers {
@@ -231,8 +239,8 @@ pub async fn serve(cfg: ServerConfig) -> Result<(), ServerError> {
                 tracing::info!("SIGHUP: reloading workers");
                 spawn_reload(&sup, &notifier);
             }
-            Some(()) = reload_rx.recv() => {
-                tracing::info!("reload requested on the admin endpoint");
+            Some(source) = reload_rx.recv() => {
+                tracing::info!(source, "reloading workers");
                 spawn_reload(&sup, &notifier);
             }
             _ = term.recv() => break "SIGTERM",

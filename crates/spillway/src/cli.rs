@@ -163,6 +163,11 @@ pub struct ServeArgs {
     #[arg(long, value_name = "FILE", env = "SPILLWAY_PID_FILE")]
     pub pid_file: Option<PathBuf>,
 
+    /// Development: reload the workers when a Python file under the working directory or
+    /// --pythonpath changes (polled once a second). [default: off]
+    #[arg(long, env = "SPILLWAY_RELOAD")]
+    pub reload: bool,
+
     /// Longest request target in bytes; longer gets 414. [default: 4094]
     #[arg(long, value_name = "BYTES", env = "SPILLWAY_LIMIT_REQUEST_LINE",
           value_parser = clap::value_parser!(u32).range(64..=1_048_576))]

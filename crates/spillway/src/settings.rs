@@ -72,6 +72,7 @@ const FILE_KEYS: &[&str] = &[
     "agent_check",
     "drain_delay",
     "pid_file",
+    "reload",
 ];
 
 /// Log levels accepted by `--log-level`.
@@ -351,6 +352,7 @@ pub fn resolve(args: ServeArgs) -> Result<Settings, SettingsError> {
         .as_deref()
         .map(|d| existing_dir("--chdir", d))
         .transpose()?;
+    let chdir_for_reload = chdir.clone();
     // VIRTUAL_ENV (an activated venv) counts only when nothing else named one.
     let venv = args.virtualenv.or_else(|| {
         std::env::var_os("VIRTUAL_ENV")
@@ -463,6 +465,16 @@ pub fn resolve(args: ServeArgs) -> Result<Settings, SettingsError> {
         agent_check,
         drain_delay: Duration::from_secs(args.drain_delay.unwrap_or(5)),
         pid_file: args.pid_file.clone(),
+        reload_roots: if args.reload {
+            let cwd = match &chdir_for_reload {
+                Some(d) => d.clone(),
+                None => std::env::current_dir()
+                    .map_err(|e| bad("--reload", format!("no working directory: {e}")))?,
+            };
+            spillway_server::reload_roots(&cwd, &args.pythonpath)
+        } else {
+            Vec::new()
+        },
         notify: spillway_server::StateNotifier::none(),
     };
     Ok(Settings {
