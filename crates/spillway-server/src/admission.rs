@@ -20,8 +20,6 @@ pub struct Lease {
     pool: Weak<Pool>,
     /// The worker that runs the request.
     pub worker: Arc<WorkerLink>,
-    /// Time spent in the admission queue.
-    pub queued: Duration,
 }
 
 impl Lease {
@@ -134,7 +132,6 @@ impl Pool {
                     return Ok(Lease {
                         pool: Arc::downgrade(self),
                         worker: slot.worker.clone(),
-                        queued: Duration::ZERO,
                     });
                 }
             }
@@ -174,7 +171,6 @@ impl Pool {
             let lease = Lease {
                 pool: Arc::downgrade(self),
                 worker: worker.clone(),
-                queued: w.since.elapsed(),
             };
             match w.tx.send(lease) {
                 Ok(()) => return,

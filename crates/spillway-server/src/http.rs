@@ -759,6 +759,10 @@ async fn handle(
     // than fail a request that never reached it. Only requests in flight on a dead worker
     // get 502.
     let mut head = head;
+    // Queue time covers the whole admission step (also a retry past a worker that just
+    // died); it is only needed for the access log.
+    let admit_start = record.as_ref().map(|_| Instant::now());
+    let queued_for = || admit_start.map_or(Duration::ZERO, |t| t.elapsed());
     let (queued, worker, stream, mut events, gate) = loop {
         let lease = match front.pool.acquire().await {
             Ok(l) => l,
@@ -773,6 +777,10 @@ async fn handle(
                     }
                 };
                 // Refused, not failed: the connection stays usable for the retry.
+                let record = record.map(|mut r| {
+                    r.queued = queued_for();
+                    r
+                });
                 let mut r = simple(
                     &front,
                     in_flight,
@@ -788,7 +796,7 @@ async fn handle(
                 return Ok(r);
             }
         };
-        let queued = lease.queued;
+        let queued = queued_for();
         let worker = lease.worker.clone();
         match worker.open(lease, head, initial_credit) {
             Ok(o) => break (queued, worker, o.stream, o.events, o.gate),

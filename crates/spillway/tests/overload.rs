@@ -305,7 +305,6 @@ fn queue_wait_exceeded_gets_503_and_the_request_never_runs() {
 }
 
 #[test]
-#[ignore = "server bug: a request refused after waiting --queue-timeout in the queue is logged with queue=0.000ms"]
 fn queue_timeout_refusal_logs_the_time_spent_queued() {
     let (b, log) =
         with_access_log(Spillway::new(APP).args(["--threads", "1", "--queue-timeout", "1"]));
@@ -595,6 +594,11 @@ fn crash_loop_is_reported_and_restarts_back_off() {
         "{deaths} deaths and no CRASH LOOP\n{}",
         srv.report()
     );
+    let line = srv.stderr_lines_with("CRASH LOOP").remove(0);
+    assert!(
+        line.contains("ERROR"),
+        "a crash loop must be reported loudly: {line}"
+    );
     let backoffs: Vec<u64> = srv
         .stderr_lines_with("restarting worker after backoff")
         .iter()
@@ -641,7 +645,11 @@ fn max_requests_recycles_workers_under_load_without_errors() {
                             errors.push(format!("thread {t}: deadline after {i} requests"));
                             break;
                         }
-                        conn.send_request("GET", &format!("/pid?token=t{t}r{i}"), &[], b"");
+                        // 10 ms each: the run lasts long enough for several
+                        // successors to start (a retiring worker serves on until its
+                        // successor is ready).
+                        let target = format!("/sleep?ms=10&token=t{t}r{i}");
+                        conn.send_request("GET", &target, &[], b"");
                         match conn.try_read_response() {
                             Ok(res) if res.status == 200 => {
                                 pids.push(res.json().get("pid").u64() as u32)
@@ -678,6 +686,24 @@ fn max_requests_recycles_workers_under_load_without_errors() {
         srv.report()
     );
     assert!(srv.stderr_contains("replacing worker"), "{}", srv.report());
+    // Each replacement was decided after N plus a jitter of 0..=J requests.
+    let limits: Vec<u64> = srv
+        .stderr_lines_with("served max-requests (")
+        .iter()
+        .filter_map(|l| {
+            let v = &l[l.find("served max-requests (")? + "served max-requests (".len()..];
+            v[..v.find(')')?].parse().ok()
+        })
+        .collect();
+    assert!(
+        !limits.is_empty(),
+        "no max-requests reason logged\n{}",
+        srv.report()
+    );
+    assert!(
+        limits.iter().all(|n| (50..=60).contains(n)),
+        "max-requests 50 with jitter 10 gave limits {limits:?}"
+    );
 }
 
 #[test]
