@@ -99,6 +99,10 @@ pub struct ServerConfig {
     pub drain_delay: Duration,
     /// Where to write our pid.
     pub pid_file: Option<PathBuf>,
+    /// Listeners expect a PROXY protocol v1/v2 header (from trusted peers only).
+    pub proxy_protocol: bool,
+    /// Peers whose PROXY headers and X-Forwarded-* headers are believed.
+    pub forwarded_allow_ips: crate::trusted::TrustedProxies,
     /// Directories whose Python files trigger a reload when they change (`--reload`).
     pub reload_roots: Vec<PathBuf>,
     /// Tells the service manager about state changes (systemd `sd_notify`); a no-op

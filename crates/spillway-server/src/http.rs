@@ -46,6 +46,9 @@ pub(crate) struct Front {
 
 /// The two ends of a client connection, as environ strings.
 pub(crate) struct Peer {
+    /// The TCP peer's address (None for unix sockets): what trust is decided on, also
+    /// when a PROXY header named another client address.
+    pub ip: Option<std::net::IpAddr>,
     pub remote_addr: Bytes,
     pub remote_port: Bytes,
     pub server_name: Bytes,
@@ -159,6 +162,8 @@ impl Drop for InFlight {
 struct ClientIo<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> {
     inner: Option<S>,
     shared: Arc<ConnShared>,
+    /// Bytes read past a PROXY header, replayed to hyper first.
+    prefix: Bytes,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncRead for ClientIo<S> {
@@ -167,6 +172,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncRead for ClientIo<
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            let chunk = self.prefix.split_to(n);
+            buf.put_slice(&chunk);
+            self.shared.on_read();
+            return Poll::Ready(Ok(()));
+        }
         let before = buf.filled().len();
         let Some(inner) = self.inner.as_mut() else {
             return Poll::Ready(Ok(()));
@@ -258,10 +270,20 @@ pub(crate) async fn serve_connection<S, T>(
     T: Send + 'static,
 {
     let _slot = slot;
+    let mut stream = stream;
+    let mut peer = peer;
+    let mut prefix = Bytes::new();
+    if front.cfg.proxy_protocol {
+        match read_proxy_header(&mut stream, &mut peer, &front).await {
+            Some(rest) => prefix = rest,
+            None => return,
+        }
+    }
     let shared = ConnShared::new();
     let io = ClientIo {
         inner: Some(stream),
         shared: shared.clone(),
+        prefix,
     };
     let peer = Arc::new(peer);
     let svc = {
@@ -336,6 +358,49 @@ pub(crate) async fn serve_connection<S, T>(
                     draining = true;
                 }
             }
+        }
+    }
+}
+
+/// Reads the PROXY protocol header a trusted balancer sends first, and takes the client's
+/// address from it. Returns the bytes read past the header, or `None` to drop the
+/// connection (untrusted peer, malformed header, timeout).
+async fn read_proxy_header<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    peer: &mut Peer,
+    front: &Front,
+) -> Option<Bytes> {
+    use crate::proxy_protocol::{parse, Parsed};
+    let trusted = peer
+        .ip
+        .is_none_or(|ip| front.cfg.forwarded_allow_ips.contains(ip));
+    if !trusted {
+        tracing::warn!(client = %peer.label, "PROXY protocol header from an untrusted peer (see --forwarded-allow-ips); closing");
+        return None;
+    }
+    let mut buf = Vec::with_capacity(256);
+    let mut chunk = [0u8; 1024];
+    let deadline = tokio::time::Instant::now() + front.cfg.header_timeout;
+    loop {
+        match parse(&buf) {
+            Ok(Parsed::Done { header, consumed }) => {
+                if let Some(src) = header.source {
+                    peer.remote_addr = Bytes::from(src.ip().to_string());
+                    peer.remote_port = Bytes::from(src.port().to_string());
+                    peer.label = src.to_string();
+                }
+                // Trust for X-Forwarded-* stays with the balancer that connected.
+                return Some(Bytes::copy_from_slice(&buf[consumed..]));
+            }
+            Ok(Parsed::Incomplete) => {}
+            Err(e) => {
+                tracing::warn!(client = %peer.label, error = %e, "bad PROXY protocol header; closing");
+                return None;
+            }
+        }
+        match tokio::time::timeout_at(deadline, stream.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+            _ => return None,
         }
     }
 }
@@ -607,6 +672,21 @@ fn environ_key(name: &HeaderName) -> Option<Bytes> {
     Some(Bytes::from_static(fixed))
 }
 
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+
+/// Repeated header lines joined with a comma, as one list.
+fn join_values<'a>(values: impl Iterator<Item = &'a HeaderValue>) -> Vec<u8> {
+    let mut v = Vec::new();
+    for (i, x) in values.enumerate() {
+        if i > 0 {
+            v.push(b',');
+        }
+        v.extend_from_slice(x.as_bytes());
+    }
+    v
+}
+
 /// Why a request is refused before it reaches a worker.
 struct Reject(StatusCode, &'static str);
 
@@ -710,17 +790,42 @@ fn build_head(
     } else {
         (Bytes::copy_from_slice(root), decoded)
     };
+    let mut remote_addr = peer.remote_addr.clone();
+    let mut remote_port = peer.remote_port.clone();
+    let mut scheme = Scheme::Http;
+    let xff = headers.get(X_FORWARDED_FOR);
+    let xfp = headers.get(X_FORWARDED_PROTO);
+    if xff.is_some() || xfp.is_some() {
+        // Only a trusted proxy may say who the client is; everyone else's claim is
+        // passed to the app as the plain HTTP_X_FORWARDED_* header it is.
+        if let Some(ip) = peer.ip.filter(|ip| cfg.forwarded_allow_ips.contains(*ip)) {
+            let xff_joined = join_values(headers.get_all(X_FORWARDED_FOR).iter());
+            let f = crate::trusted::forwarded_client(
+                xff.map(|_| xff_joined.as_slice()),
+                xfp.map(|v| v.as_bytes()),
+                ip,
+                &cfg.forwarded_allow_ips,
+            );
+            if let Some(client) = f.remote_addr {
+                remote_addr = Bytes::from(client.to_string());
+                remote_port = Bytes::new();
+            }
+            if f.https == Some(true) {
+                scheme = Scheme::Https;
+            }
+        }
+    }
     Ok(Box::new(RequestHead {
         method: Bytes::copy_from_slice(req.method().as_str().as_bytes()),
         script_name,
         path_info,
         query_string: Bytes::copy_from_slice(uri.query().unwrap_or("").as_bytes()),
         protocol,
-        scheme: Scheme::Http,
+        scheme,
         server_name: peer.server_name.clone(),
         server_port: peer.server_port.clone(),
-        remote_addr: peer.remote_addr.clone(),
-        remote_port: peer.remote_port.clone(),
+        remote_addr,
+        remote_port,
         body,
         expect_continue,
         headers: pairs,

@@ -11,8 +11,11 @@ mod devreload;
 mod http;
 mod listener;
 mod monitor;
+pub mod proxy_protocol;
 mod state;
 mod supervisor;
+pub mod systemd;
+pub mod trusted;
 mod worker;
 
 use std::os::fd::AsRawFd;
@@ -67,13 +70,34 @@ pub enum ServerError {
 
 /// Serves until SIGTERM/SIGINT (graceful) or SIGQUIT / a second signal (immediate).
 /// SIGHUP (or `POST /reload` on the admin endpoint) reloads the workers.
-pub async fn serve(cfg: ServerConfig) -> Result<(), ServerError> {
+///
+/// `activated` are listening sockets passed by systemd; when there are any, they replace
+/// `--bind`.
+pub async fn serve(
+    cfg: ServerConfig,
+    activated: Vec<systemd::ActivatedSocket>,
+) -> Result<(), ServerError> {
     let access_log = match &cfg.access_log {
         Some(t) => Some(AccessLogger::open(t).map_err(ServerError::AccessLog)?),
         None => None,
     };
     let mut listeners = Vec::new();
-    for addr in &cfg.binds {
+    let use_binds = activated.is_empty();
+    if !use_binds {
+        tracing::info!(
+            sockets = activated.len(),
+            "socket activation: using the sockets systemd passed; --bind is ignored"
+        );
+    }
+    for sock in activated {
+        listeners.push(
+            listener::from_activated(sock).map_err(|source| ServerError::Bind {
+                addr: "socket from systemd".into(),
+                source,
+            })?,
+        );
+    }
+    for addr in cfg.binds.iter().filter(|_| use_binds) {
         let l = listener::bind(addr, cfg.backlog).map_err(|source| ServerError::Bind {
             addr: addr.to_string(),
             source,
@@ -284,7 +308,7 @@ pub async fn serve(cfg: ServerConfig) -> Result<(), ServerError> {
     for t in &accept_tasks {
         t.abort();
     }
-    for b in &cfg.binds {
+    for b in cfg.binds.iter().filter(|_| use_binds) {
         if let BindAddr::Unix(p) = b {
             let _ = std::fs::remove_file(p);
         }
@@ -430,6 +454,7 @@ async fn accept_loop(
                 let _ = s.set_nodelay(true);
                 let local = s.local_addr().ok();
                 let p = Peer {
+                    ip: Some(peer.ip()),
                     remote_addr: Bytes::from(peer.ip().to_string()),
                     remote_port: Bytes::from(peer.port().to_string()),
                     server_name: Bytes::from(
@@ -450,6 +475,7 @@ async fn accept_loop(
             }),
             Listener::Unix(u) => u.accept().await.map(|(s, _)| {
                 let p = Peer {
+                    ip: None,
                     remote_addr: Bytes::new(),
                     remote_port: Bytes::new(),
                     server_name: Bytes::from(name.trim_start_matches("unix:").to_owned()),

@@ -78,6 +78,35 @@ pub fn bind(addr: &BindAddr, backlog: u32) -> io::Result<(Listener, String)> {
     }
 }
 
+/// Adopts a listening socket passed by systemd (socket activation).
+pub fn from_activated(sock: crate::systemd::ActivatedSocket) -> io::Result<(Listener, String)> {
+    let socket = Socket::from(sock.fd);
+    socket.set_nonblocking(true)?;
+    match sock.kind {
+        crate::systemd::SocketKind::Tcp => {
+            let std: std::net::TcpListener = socket.into();
+            let local = std.local_addr()?;
+            tracing::info!(listener = %local, name = sock.name.as_deref().unwrap_or(""), "listening (socket from systemd)");
+            Ok((
+                Listener::Tcp(tokio::net::TcpListener::from_std(std)?),
+                local.to_string(),
+            ))
+        }
+        crate::systemd::SocketKind::Unix => {
+            let std: std::os::unix::net::UnixListener = socket.into();
+            let name = std.local_addr()?.as_pathname().map_or_else(
+                || "unix:(unnamed)".to_owned(),
+                |p| format!("unix:{}", p.display()),
+            );
+            tracing::info!(listener = %name, "listening (socket from systemd)");
+            Ok((
+                Listener::Unix(tokio::net::UnixListener::from_std(std)?),
+                name,
+            ))
+        }
+    }
+}
+
 /// A socket file left by a previous run blocks bind(); remove it, but only if nothing
 /// answers on it (never steal a live server's socket) and it really is a socket.
 fn remove_stale_socket(path: &Path) -> io::Result<()> {

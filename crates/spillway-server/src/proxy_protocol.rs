@@ -591,6 +591,24 @@ mod tests {
         assert_eq!(parse(b"\r\nGET /"), Err(ProxyHeaderError::NotProxy));
     }
 
+    #[test]
+    fn bytes_captured_from_haproxy_2_6() {
+        // `server ... send-proxy-v2` on a request from 127.0.0.1:46462 to port 18080.
+        let h = b"\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x0c\x7f\x00\x00\x01\x7f\x00\x00\x01\xb5\x7e\x46\xa0GET /x HTTP/1.1\r\n";
+        let (header, consumed) = done(h);
+        assert_eq!(consumed, 28);
+        assert_eq!(header.source, sa("127.0.0.1:46462"));
+        assert_eq!(header.destination, sa("127.0.0.1:18080"));
+        // `check` with send-proxy-v2 and no `port`: health checks arrive as LOCAL.
+        let h = b"\r\n\r\n\0\r\nQUIT\n\x20\x00\x00\x00GET /readyz HTTP/1.0\r\n\r\n";
+        assert_eq!(done(h), (ProxyHeader::UNKNOWN, 16));
+        // `server ... send-proxy`.
+        let h = b"PROXY TCP4 127.0.0.1 127.0.0.1 46474 18080\r\nGET /v1 HTTP/1.1\r\n";
+        let (header, consumed) = done(h);
+        assert_eq!(&h[consumed..consumed + 4], b"GET ");
+        assert_eq!(header.source, sa("127.0.0.1:46474"));
+    }
+
     // --- neither ------------------------------------------------------------------------
 
     #[test]

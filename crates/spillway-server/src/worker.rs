@@ -344,6 +344,12 @@ pub fn spawn(cmd: &WorkerCommand, generation: u64) -> io::Result<Spawned> {
         .arg("--generation")
         .arg(generation.to_string())
         .envs(cmd.env.iter().map(|(k, v)| (k, v)))
+        // Sockets and the notify channel belong to the front: a worker that saw them
+        // could tell systemd it is "ready", or claim fds that are not its own.
+        .env_remove(crate::systemd::ACTIVATION_VARS[0])
+        .env_remove(crate::systemd::ACTIVATION_VARS[1])
+        .env_remove(crate::systemd::ACTIVATION_VARS[2])
+        .env_remove(crate::systemd::NOTIFY_SOCKET_VAR)
         .stdin(Stdio::null())
         .stdout(Stdio::inherit())
         .stderr(Stdio::inherit());

@@ -163,6 +163,17 @@ pub struct ServeArgs {
     #[arg(long, value_name = "FILE", env = "SPILLWAY_PID_FILE")]
     pub pid_file: Option<PathBuf>,
 
+    /// Expect a PROXY protocol (v1 or v2) header on every client connection, as HAProxy's
+    /// `send-proxy-v2` sends it; the client address in it becomes REMOTE_ADDR. Only peers
+    /// in --forwarded-allow-ips may connect. [default: off]
+    #[arg(long, env = "SPILLWAY_PROXY_PROTOCOL")]
+    pub proxy_protocol: bool,
+
+    /// Peers (IPs or CIDRs, comma-separated, `*` for all) whose PROXY headers and
+    /// X-Forwarded-For / X-Forwarded-Proto are believed. [default: 127.0.0.1,::1]
+    #[arg(long, value_name = "LIST", env = "SPILLWAY_FORWARDED_ALLOW_IPS")]
+    pub forwarded_allow_ips: Option<String>,
+
     /// Development: reload the workers when a Python file under the working directory or
     /// --pythonpath changes (polled once a second). [default: off]
     #[arg(long, env = "SPILLWAY_RELOAD")]

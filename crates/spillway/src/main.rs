@@ -115,7 +115,17 @@ fn serve(mut args: cli::ServeArgs) -> anyhow::Result<ExitCode> {
     settings::merge_file(&mut args)?;
     let settings = settings::resolve(args)?;
     init_logging(&settings.log_level);
-    let cfg = settings.server;
+    let mut cfg = settings.server;
+    let activated = spillway_server::systemd::listen_fds().context("socket activation")?;
+    let notifier = spillway_server::systemd::Notifier::from_env().context("NOTIFY_SOCKET")?;
+    if notifier.is_enabled() {
+        let notifier = std::sync::Arc::new(notifier);
+        cfg.notify = spillway_server::StateNotifier(std::sync::Arc::new(move |msg: &str| {
+            if let Err(e) = notifier.notify(msg) {
+                tracing::warn!(error = %e, "sd_notify failed");
+            }
+        }));
+    }
     let front_threads = settings.front_threads;
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
@@ -138,7 +148,7 @@ fn serve(mut args: cli::ServeArgs) -> anyhow::Result<ExitCode> {
         .thread_name("spillway-front")
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(spillway_server::serve(cfg))?;
+    runtime.block_on(spillway_server::serve(cfg, activated))?;
     Ok(ExitCode::SUCCESS)
 }
 

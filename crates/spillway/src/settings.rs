@@ -73,6 +73,8 @@ const FILE_KEYS: &[&str] = &[
     "drain_delay",
     "pid_file",
     "reload",
+    "proxy_protocol",
+    "forwarded_allow_ips",
 ];
 
 /// Log levels accepted by `--log-level`.
@@ -474,6 +476,12 @@ pub fn resolve(args: ServeArgs) -> Result<Settings, SettingsError> {
             spillway_server::reload_roots(&cwd, &args.pythonpath)
         } else {
             Vec::new()
+        },
+        proxy_protocol: args.proxy_protocol,
+        forwarded_allow_ips: match args.forwarded_allow_ips.as_deref() {
+            None => spillway_server::trusted::TrustedProxies::default(),
+            Some(list) => spillway_server::trusted::TrustedProxies::parse(list)
+                .map_err(|e| bad("--forwarded-allow-ips", e.to_string()))?,
         },
         notify: spillway_server::StateNotifier::none(),
     };
