@@ -370,8 +370,12 @@ pub fn spawn(cmd: &WorkerCommand, generation: u64) -> io::Result<Spawned> {
             }
             // A worker must not outlive its front, even if the front is SIGKILLed.
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            // Ctrl-C reaches the whole process group; the front decides how workers stop.
-            libc::signal(libc::SIGINT, libc::SIG_IGN);
+            // Ctrl-C, a terminal hangup, or systemd's KillMode=control-group signal the
+            // whole group; the front alone decides how workers stop (it drains them with
+            // a shutdown frame), so a group-wide SIGTERM is not a worker crash.
+            for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT] {
+                libc::signal(sig, libc::SIG_IGN);
+            }
             Ok(())
         });
     }
