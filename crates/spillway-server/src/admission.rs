@@ -23,6 +23,17 @@ pub struct Lease {
 }
 
 impl Lease {
+    /// A claim on a thread of `worker`, counted on the worker until dropped: a drain waits
+    /// for leases, not only for started requests, since a queued request holds its lease
+    /// a moment before its frames reach the worker.
+    fn new(pool: &Arc<Pool>, worker: Arc<WorkerLink>) -> Lease {
+        worker.leases.fetch_add(1, Ordering::AcqRel);
+        Lease {
+            pool: Arc::downgrade(pool),
+            worker,
+        }
+    }
+
     /// Detaches the lease from the pool: dropping it frees nothing (its worker is gone).
     pub(crate) fn forget(&mut self) {
         self.pool = Weak::new();
@@ -31,6 +42,7 @@ impl Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
+        self.worker.leases.fetch_sub(1, Ordering::AcqRel);
         if let Some(pool) = self.pool.upgrade() {
             pool.release(self.worker.id);
         }
@@ -129,10 +141,7 @@ impl Pool {
                     .max_by_key(|s| s.free)
                 {
                     slot.free -= 1;
-                    return Ok(Lease {
-                        pool: Arc::downgrade(self),
-                        worker: slot.worker.clone(),
-                    });
+                    return Ok(Lease::new(self, slot.worker.clone()));
                 }
             }
             if st.queue.len() >= self.limits.max_queue {
@@ -168,10 +177,7 @@ impl Pool {
         };
         let worker = st.slots[idx].worker.clone();
         while let Some(w) = st.queue.pop_front() {
-            let lease = Lease {
-                pool: Arc::downgrade(self),
-                worker: worker.clone(),
-            };
+            let lease = Lease::new(self, worker.clone());
             match w.tx.send(lease) {
                 Ok(()) => return,
                 // The client left (or timed out) while queued. The returned lease must

@@ -433,7 +433,9 @@ impl Supervisor {
         let deadline = Instant::now() + self.policy.graceful_timeout;
         loop {
             let (stuck, _) = link.stuck();
-            if link.in_flight() <= stuck
+            // Claimed, not just started: a request handed this worker from the queue
+            // has its lease before its frames are sent, and Shutdown must not pass them.
+            if link.claimed() <= stuck
                 || Instant::now() >= deadline
                 || old.exited.borrow().is_some()
             {
@@ -442,13 +444,13 @@ impl Supervisor {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let (stuck, _) = link.stuck();
-        let kill = stuck > 0 || link.in_flight() > 0;
+        let kill = stuck > 0 || link.claimed() > 0;
         if kill {
             tracing::warn!(
                 worker = link.pid,
                 generation = link.generation,
                 stuck,
-                in_flight = link.in_flight(),
+                in_flight = link.claimed(),
                 "killing drained worker: its remaining requests cannot finish"
             );
             kill_pid(link.pid);
@@ -474,9 +476,9 @@ impl Supervisor {
         tracing::info!(worker = link.pid, generation = link.generation, served = link.served(), status = %status, "replaced worker exited");
     }
 
-    /// Requests in flight on all workers.
+    /// Requests in flight on all workers (including those just handed a thread).
     pub fn in_flight(&self) -> usize {
-        self.links().values().map(|l| l.in_flight()).sum()
+        self.links().values().map(|l| l.claimed()).sum()
     }
 
     /// Live workers (ready or draining).

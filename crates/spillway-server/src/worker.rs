@@ -131,6 +131,8 @@ pub struct WorkerLink {
     alive: AtomicBool,
     /// Requests this worker finished.
     served: AtomicU64,
+    /// Threads claimed by admission (queued hand-offs included), see `Lease`.
+    pub(crate) leases: std::sync::atomic::AtomicUsize,
     /// Retire after this many requests (0: never), `--max-requests` plus jitter.
     max_requests: u64,
     /// Why the worker should be replaced, once decided.
@@ -321,6 +323,11 @@ impl WorkerLink {
         self.send(&Frame::Shutdown);
     }
 
+    /// Threads claimed on this worker: requests in flight plus those about to start.
+    pub fn claimed(&self) -> usize {
+        self.leases.load(Ordering::Acquire)
+    }
+
     /// Requests in flight on this worker.
     pub fn in_flight(&self) -> usize {
         self.streams().len()
@@ -482,6 +489,7 @@ pub async fn handshake(
         next_stream: AtomicU32::new(1),
         alive: AtomicBool::new(true),
         served: AtomicU64::new(0),
+        leases: std::sync::atomic::AtomicUsize::new(0),
         max_requests,
         retire_reason: Mutex::new(None),
         retire: Notify::new(),

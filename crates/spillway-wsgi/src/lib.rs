@@ -18,7 +18,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyModule, PyTuple};
 use spillway_proto::{Frame, PROTOCOL_VERSION};
 
-use conn::{Job, Link, ReadEnd};
+use conn::{JobQueue, Link, ReadEnd};
 use errors::ErrorStream;
 
 const BOOTSTRAP: &str = include_str!("bootstrap.py");
@@ -96,23 +96,22 @@ pub fn run(spec: WorkerSpec, socket: UnixStream) -> Result<(), WorkerError> {
     let ctx = Arc::new(ctx);
 
     let threads = spec.threads.max(1);
-    let (jobs_tx, jobs_rx) = crossbeam_channel::unbounded::<Job>();
+    let jobs = Arc::new(JobQueue::new());
     let mut handles = Vec::with_capacity(threads as usize);
     for i in 0..threads {
-        let rx = jobs_rx.clone();
+        let jobs = jobs.clone();
         let ctx = ctx.clone();
         let h = std::thread::Builder::new()
             .name(format!("python-{i}"))
-            .spawn(move || python_thread(&ctx, &rx))?;
+            .spawn(move || python_thread(&ctx, &jobs))?;
         handles.push(h);
     }
-    drop(jobs_rx);
     link.send(&Frame::Ready { threads });
     tracing::debug!(worker = pid, app = %spec.app, threads, "worker imported the application");
 
-    match link.read_loop(reader, &jobs_tx)? {
+    match link.read_loop(reader, &jobs)? {
         ReadEnd::Shutdown => {
-            drop(jobs_tx);
+            jobs.close();
             for h in handles {
                 let _ = h.join();
             }
@@ -141,12 +140,10 @@ pub(crate) fn traceback(py: Python<'_>, format_exception: &Bound<'_, PyAny>, e: 
         .unwrap_or_else(|_| e.to_string())
 }
 
-fn python_thread(ctx: &Ctx, jobs: &crossbeam_channel::Receiver<Job>) {
-    Python::attach(|py| loop {
-        let job = py.detach(|| jobs.recv());
-        match job {
-            Ok(job) => response::serve(py, ctx, job),
-            Err(_) => break,
+fn python_thread(ctx: &Ctx, jobs: &JobQueue) {
+    Python::attach(|py| {
+        while let Some(job) = py.detach(|| jobs.next()) {
+            response::serve(py, ctx, job);
         }
     });
 }

@@ -15,6 +15,7 @@
 
 pub mod http;
 pub mod json;
+pub mod lifecycle;
 pub mod venv;
 
 use std::ffi::OsString;
@@ -92,6 +93,49 @@ pub fn unix_socket_path() -> PathBuf {
     p
 }
 
+/// A TCP port on 127.0.0.1 that is free now, for servers that must listen on a known port
+/// (admin, agent-check, a restart on the same port, HAProxy's frontend).
+///
+/// Taken below the kernel's ephemeral range (`ip_local_port_range`), which outgoing
+/// connections and `bind(…:0)` draw from: under load tests thousands of client sockets
+/// take ports there, and one of them could grab the port before the server binds it.
+/// Never the same port twice in one test process.
+pub fn free_port() -> u16 {
+    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    static SEQ: AtomicUsize = AtomicUsize::new(0);
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768);
+    let (lo, hi) = (10_000u32, ephemeral_low.clamp(11_000, 65_535));
+    let mut x = (std::process::id() as u64) << 20
+        ^ SEQ.fetch_add(1, Ordering::SeqCst) as u64
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+    let mut given = GIVEN.lock().unwrap();
+    for _ in 0..1000 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let port = (lo + (x % u64::from(hi - lo)) as u32) as u16;
+        if given.contains(&port) {
+            continue;
+        }
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.push(port);
+            return port;
+        }
+    }
+    // Fall back to whatever the kernel hands out.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind 127.0.0.1:0")
+        .port();
+    given.push(port);
+    port
+}
+
 /// Waits (bounded) until `cond` holds; returns whether it did.
 pub fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
@@ -115,6 +159,8 @@ pub struct Spillway {
     workers: Option<String>,
     defaults: bool,
     dir: PathBuf,
+    /// `program args…` to run the binary through (it must exec the binary, keeping its pid).
+    wrapper: Option<(OsString, Vec<OsString>)>,
 }
 
 impl Spillway {
@@ -137,6 +183,7 @@ impl Spillway {
             workers: None,
             defaults: true,
             dir: test_dir(),
+            wrapper: None,
         }
     }
 
@@ -190,8 +237,27 @@ impl Spillway {
         (self, p)
     }
 
+    /// Runs the binary as `program args… <spillway> <its arguments>`: for a launcher that
+    /// prepares inherited file descriptors or the environment and then execs the binary
+    /// (keeping its pid, as systemd socket activation requires).
+    pub fn wrap<I, S>(mut self, program: impl Into<OsString>, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        self.wrapper = Some((program.into(), args.into_iter().map(Into::into).collect()));
+        self
+    }
+
     fn command(&self) -> (Command, usize) {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_spillway"));
+        let mut cmd = match &self.wrapper {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(env!("CARGO_BIN_EXE_spillway"));
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_spillway")),
+        };
         let mut listeners = self.binds.len();
         if self.defaults {
             if self.binds.is_empty() {
@@ -199,6 +265,11 @@ impl Spillway {
                 listeners = 1;
             }
             cmd.args(["-w", self.workers.as_deref().unwrap_or("1")]);
+            // Tests stop their server on drop: no load balancer needs the drain delay,
+            // unless a test asks for one (a later flag wins in clap: it is given first).
+            if !self.args.iter().any(|a| a == "--drain-delay") {
+                cmd.args(["--drain-delay", "0"]);
+            }
         } else if let Some(w) = &self.workers {
             cmd.args(["-w", w]);
         }
@@ -235,21 +306,7 @@ impl Spillway {
 
     /// Starts the server and waits until every listener is logged.
     pub fn start(self) -> Server {
-        let (mut cmd, want) = self.command();
-        let desc = format!("{cmd:?}");
-        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {desc}: {e}"));
-        let output = Arc::new(Captured::default());
-        let t1 = capture(child.stderr.take().unwrap(), output.clone(), true);
-        let t2 = capture(child.stdout.take().unwrap(), output.clone(), false);
-        let mut srv = Server {
-            pid: child.id(),
-            child,
-            output,
-            listeners: Vec::new(),
-            dir: self.dir,
-            desc,
-            threads: vec![t1, t2],
-        };
+        let (mut srv, want) = self.spawn_inner();
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             srv.listeners = parse_listeners(&srv.stderr());
@@ -273,6 +330,31 @@ impl Spillway {
             srv.output.wait_change(Duration::from_millis(200));
         }
         srv
+    }
+
+    /// Starts the server without waiting for anything (`listeners` is empty: set it, or
+    /// wait for the server in the test).
+    pub fn spawn(self) -> Server {
+        self.spawn_inner().0
+    }
+
+    fn spawn_inner(self) -> (Server, usize) {
+        let (mut cmd, want) = self.command();
+        let desc = format!("{cmd:?}");
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {desc}: {e}"));
+        let output = Arc::new(Captured::default());
+        let t1 = capture(child.stderr.take().unwrap(), output.clone(), true);
+        let t2 = capture(child.stdout.take().unwrap(), output.clone(), false);
+        let srv = Server {
+            pid: child.id(),
+            child,
+            output,
+            listeners: Vec::new(),
+            dir: self.dir,
+            desc,
+            threads: vec![t1, t2],
+        };
+        (srv, want)
     }
 
     /// Runs the process to its exit (bounded) and returns what it printed.
@@ -551,6 +633,31 @@ impl Server {
         matches!(self.child.try_wait(), Ok(None))
     }
 
+    /// Sends `sig` (`HUP`, `TERM`, `QUIT`, …) to the front process only.
+    pub fn signal(&self, sig: &str) {
+        let st = Command::new("kill")
+            .args(["-s", sig, &self.pid.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("run kill");
+        assert!(st.success(), "kill -s {sig} {} failed: {st}", self.pid);
+    }
+
+    /// Waits (bounded) for the front process to exit; `None` if it is still running.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return Some(st);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// A short report for assertion messages.
     pub fn report(&self) -> String {
         let mut s = String::new();
@@ -566,12 +673,15 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        // The front first, so it can stop its workers itself; then whatever is left.
-        let _ = Command::new("kill")
-            .args(["-s", "TERM", &self.pid.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
+        // The front first, so it can stop its workers itself; then whatever is left. Not if
+        // it was already reaped (a test waited for its exit): its pid may be reused.
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = Command::new("kill")
+                .args(["-s", "TERM", &self.pid.to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
