@@ -213,6 +213,13 @@ impl Supervisor {
         let _ = self.events.send(SlotEvent::Ready);
     }
 
+    /// Puts `next` into service and drains `old` in the background.
+    fn take_over(self: &Arc<Self>, old: Running, next: Running) -> Running {
+        self.activate(&next);
+        tokio::spawn(self.clone().drain(old));
+        next
+    }
+
     /// Starts a worker for `slot`, retrying with backoff; `None` once stopping or when a
     /// start-up load failure ends the server.
     async fn start_with_backoff(&self, slot: usize, backoff: &mut Duration) -> Option<Running> {
@@ -305,11 +312,7 @@ impl Supervisor {
                         "replacing worker: starting its successor, then draining it"
                     );
                     match self.start(slot, self.generation()).await {
-                        Ok(next) => {
-                            self.activate(&next);
-                            tokio::spawn(self.clone().drain(running));
-                            current = Some(next);
-                        }
+                        Ok(next) => current = Some(self.take_over(running, next)),
                         Err((reason, _)) => {
                             // Keep the old worker serving; try again after a pause.
                             tracing::error!(slot, reason = %reason, "could not start a successor; the worker keeps serving");
@@ -318,11 +321,7 @@ impl Supervisor {
                         }
                     }
                 }
-                Some(next) = adopt.recv() => {
-                    self.activate(&next);
-                    tokio::spawn(self.clone().drain(running));
-                    current = Some(next);
-                }
+                Some(next) = adopt.recv() => current = Some(self.take_over(running, next)),
             }
             if self.stopping() {
                 if let Some(r) = current.take() {
