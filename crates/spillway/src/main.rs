@@ -112,6 +112,12 @@ fn reload(args: cli::ReloadArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn serve(mut args: cli::ServeArgs) -> anyhow::Result<ExitCode> {
+    if !cfg!(feature = "python") {
+        anyhow::bail!(
+            "this spillway was built without the `python` feature: it runs `doctor` and `bench` \
+             but cannot serve an application (build with default features)"
+        );
+    }
     settings::merge_file(&mut args)?;
     let settings = settings::resolve(args)?;
     init_logging(&settings.log_level);
