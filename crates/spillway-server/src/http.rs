@@ -697,6 +697,26 @@ fn build_head(
 ) -> Result<Box<RequestHead>, Reject> {
     let cfg = &front.cfg;
     let uri = req.uri();
+    // RFC 9112 §3.2: authority-form is only for CONNECT (a tunnel no WSGI application can
+    // serve), asterisk-form only for OPTIONS.
+    if req.method() == http::Method::CONNECT {
+        return Err(Reject(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "Method Not Allowed: CONNECT\n",
+        ));
+    }
+    if uri.authority().is_some() && uri.scheme().is_none() {
+        return Err(Reject(
+            StatusCode::BAD_REQUEST,
+            "Bad Request: authority-form target outside CONNECT\n",
+        ));
+    }
+    if uri.path() == "*" && req.method() != http::Method::OPTIONS {
+        return Err(Reject(
+            StatusCode::BAD_REQUEST,
+            "Bad Request: * target outside OPTIONS\n",
+        ));
+    }
     let target = uri.path_and_query().map_or("/", |p| p.as_str());
     if target.len() > cfg.limit_request_line {
         return Err(Reject(StatusCode::URI_TOO_LONG, "Request-URI Too Long\n"));

@@ -345,3 +345,17 @@ fn idle_keep_alive_connection_is_closed_after_the_timeout() {
         "idle connection still open 20 s after a 1 s keep-alive timeout"
     );
 }
+
+#[test]
+fn request_target_forms_are_checked_against_the_method() {
+    let srv = echo();
+    rejects(&srv, b"GET * HTTP/1.1\r\nHost: x\r\n\r\n", 400);
+    rejects(&srv, b"GET example.com:80 HTTP/1.1\r\nHost: x\r\n\r\n", 400);
+    rejects(
+        &srv,
+        b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
+        405,
+    );
+    let res = srv.raw(b"OPTIONS * HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert_eq!(res.status, 200, "{res}");
+}
