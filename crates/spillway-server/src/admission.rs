@@ -145,6 +145,11 @@ impl Pool {
                 }
             }
             if st.queue.len() >= self.limits.max_queue {
+                // Waiters whose clients left (or timed out) are removed lazily; they must
+                // not make a live request look like overflow.
+                st.queue.retain(|w| !w.tx.is_closed());
+            }
+            if st.queue.len() >= self.limits.max_queue {
                 self.stats.rejected_full.fetch_add(1, Ordering::Relaxed);
                 return Err(AdmissionError::QueueFull);
             }
@@ -285,6 +290,29 @@ mod tests {
         assert_eq!(pool.stats.rejected_full.load(Ordering::Relaxed), 1);
         assert_eq!(pool.stats.rejected_timeout.load(Ordering::Relaxed), 1);
         assert_eq!(pool.queue_state().0, 0, "timed-out waiter purged");
+    }
+
+    #[tokio::test]
+    async fn departed_waiters_do_not_fill_the_queue() {
+        let pool = Pool::new(limits(1, 10_000));
+        let gone = {
+            let pool = pool.clone();
+            tokio::spawn(async move { pool.acquire().await.err() })
+        };
+        tokio::task::yield_now().await;
+        gone.abort(); // the client left while queued
+        let _ = gone.await;
+        let live = {
+            let pool = pool.clone();
+            tokio::spawn(async move { pool.acquire().await.err() })
+        };
+        tokio::task::yield_now().await;
+        assert!(
+            !live.is_finished(),
+            "a live request must queue, not be refused"
+        );
+        assert_eq!(pool.stats.rejected_full.load(Ordering::Relaxed), 0);
+        live.abort();
     }
 
     #[test]
