@@ -120,6 +120,18 @@ impl Stream {
         self.cond.notify_all();
     }
 
+    /// Takes up to `want` bytes of response credit under one lock: `None` once the client
+    /// is gone, `Some(0)` when the front has granted nothing more yet.
+    pub fn take_credit(&self, want: u64) -> Option<u64> {
+        let mut st = self.lock();
+        if st.cancelled {
+            return None;
+        }
+        let n = st.response_credit.min(want);
+        st.response_credit -= n;
+        Some(n)
+    }
+
     /// True once the client has gone away.
     pub fn is_cancelled(&self) -> bool {
         self.lock().cancelled

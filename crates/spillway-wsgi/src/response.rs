@@ -81,38 +81,27 @@ impl Out {
             return Ok(Ok(()));
         }
         while !data.is_empty() {
-            let credit = {
-                let st = self.stream.lock();
-                if st.cancelled {
-                    return Ok(Err(Cancelled));
+            let n = match self.stream.take_credit(data.len().min(MAX_CHUNK) as u64) {
+                None => return Ok(Err(Cancelled)),
+                Some(0) => {
+                    // The client reads slower than we write: send what we have, then
+                    // wait (GIL released) for the front to grant more.
+                    self.flush(py);
+                    let stream = &self.stream;
+                    py.detach(|| {
+                        stream
+                            .wait_until(|st| (st.cancelled || st.response_credit > 0).then_some(()))
+                    });
+                    continue;
                 }
-                st.response_credit
+                Some(n) => n as usize,
             };
-            if credit == 0 {
-                self.flush(py);
-                let stream = &self.stream;
-                let ok = py.detach(|| {
-                    stream.wait_until(|st| {
-                        if st.cancelled {
-                            Some(false)
-                        } else {
-                            (st.response_credit > 0).then_some(true)
-                        }
-                    })
-                });
-                if !ok {
-                    return Ok(Err(Cancelled));
-                }
-                continue;
-            }
-            let n = data.len().min(credit as usize).min(MAX_CHUNK);
             encode_body(
                 Kind::ResponseBody,
                 self.stream.id,
                 &data[..n],
                 &mut self.pending,
             );
-            self.stream.lock().response_credit -= n as u64;
             data = &data[n..];
         }
         if flush {

@@ -336,3 +336,27 @@ fn wsgi_errors_lines_go_to_stderr_with_the_worker_pid() {
         );
     }
 }
+
+#[test]
+fn responses_larger_than_the_credit_window_arrive_whole_to_a_slow_reader() {
+    // 8 MiB streamed and 5 MiB in one chunk, both far past the 256 KiB response window:
+    // the worker must wait for credit while the client is not reading, then finish.
+    let srv = Spillway::new("apps/big.py:app").start();
+    for (path, mib) in [("/stream?mib=8", 8usize), ("/whole?mib=5", 5)] {
+        let mut conn = srv.connect();
+        conn.send_request("GET", path, &[], b"");
+        // Stall before reading: socket buffers fill and the front stops granting credit.
+        std::thread::sleep(Duration::from_millis(300));
+        let head = conn.read_head().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(head.status, 200, "{}", head.raw);
+        let body = conn
+            .read_body(&head, false)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(body.len(), mib << 20, "{path}");
+        assert!(
+            body.iter().enumerate().all(|(i, &b)| b as usize == i % 251),
+            "{path}: body bytes differ from the pattern"
+        );
+    }
+    assert_eq!(srv.get("/whole?mib=1").status, 200);
+}
