@@ -5,7 +5,6 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -14,12 +13,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use support::lifecycle::*;
-use support::{eventually, free_port, Conn, Response, Server, Spillway};
+use support::{capture, eventually, free_port, Captured, Conn, Response, Server, Spillway};
 
 /// HAProxy run in the foreground (`-db`), killed on drop.
 struct HAProxy {
     child: Child,
-    output: Arc<Mutex<String>>,
+    output: Arc<Captured>,
     threads: Vec<std::thread::JoinHandle<()>>,
     cfg: PathBuf,
 }
@@ -70,10 +69,10 @@ impl HAProxy {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("{NOT_INSTALLED} ({bin}: {e})"));
-        let output = Arc::new(Mutex::new(String::new()));
+        let output = Arc::new(Captured::default());
         let threads = vec![
-            capture(child.stdout.take().unwrap(), output.clone()),
-            capture(child.stderr.take().unwrap(), output.clone()),
+            capture(child.stdout.take().unwrap(), output.clone(), false),
+            capture(child.stderr.take().unwrap(), output.clone(), true),
         ];
         let mut h = HAProxy {
             child,
@@ -94,7 +93,8 @@ impl HAProxy {
     }
 
     fn report(&self) -> String {
-        let out = self.output.lock().unwrap().clone();
+        // HAProxy's own messages (stderr) first, then its request log (stdout).
+        let out = self.output.stderr() + &self.output.stdout();
         // The request log can be long: its end matters most.
         let tail: String = if out.len() > 20_000 {
             let mut i = out.len() - 20_000;
@@ -124,26 +124,6 @@ impl Drop for HAProxy {
             eprintln!("{}", self.report());
         }
     }
-}
-
-fn capture(
-    pipe: impl Read + Send + 'static,
-    into: Arc<Mutex<String>>,
-) -> std::thread::JoinHandle<()> {
-    std::thread::spawn(move || {
-        let mut r = BufReader::new(pipe);
-        let mut line = Vec::new();
-        // Ends when haproxy exits (the pipe closes).
-        while let Ok(n) = r.read_until(b'\n', &mut line) {
-            if n == 0 {
-                break;
-            }
-            into.lock()
-                .unwrap()
-                .push_str(&String::from_utf8_lossy(&line));
-            line.clear();
-        }
-    })
 }
 
 /// The ports of one Spillway instance.
@@ -403,7 +383,7 @@ fn haproxy_restart_one_instance_and_reload_the_other_under_load_fails_nothing() 
     assert_eq!(count(&s2, RELOAD_FAILED), 0);
     // Not even hidden failures: HAProxy's `retries`/`retry-on` did not have to replay a
     // request on another server (a connection refused, or one closed under a request).
-    let log = hap.output.lock().unwrap().clone();
+    let log = hap.output.stdout();
     let logged = log.lines().filter(|l| l.contains(" api spillway/")).count();
     assert!(
         logged > 100,
@@ -462,22 +442,12 @@ backend spillway
         p.http, p.admin
     ));
     let hap = HAProxy::start(srv.dir(), &cfg, local(fe));
-    let mut last = String::new();
-    assert!(
-        eventually(WAIT, || match try_get(local(fe), "/") {
-            Ok(r) if r.status == 200 => true,
-            Ok(r) => {
-                last = r.to_string();
-                false
-            }
-            Err(e) => {
-                last = e;
-                false
-            }
-        }),
-        "HAProxy never got a 200 from Spillway; last: {last}\n{}",
-        srv.report()
-    );
+    if let Err(last) = wait_for_200(local(fe), "/") {
+        panic!(
+            "HAProxy never got a 200 from Spillway; last: {last}\n{}",
+            srv.report()
+        );
+    }
     let mut conn = Conn::tcp(TcpStream::connect_timeout(&local(fe), WAIT).unwrap());
     let client_port = conn.local_port().to_string();
     for _ in 0..3 {
@@ -571,13 +541,7 @@ fn proxy_protocol_v1_and_v2_from_a_trusted_peer_set_remote_addr() {
 #[test]
 fn proxy_protocol_header_from_an_untrusted_peer_is_not_believed() {
     let mut srv = Spillway::new("apps/lifecycle.py:app")
-        .args([
-            "--proxy-protocol",
-            "--forwarded-allow-ips",
-            "192.0.2.1",
-            "--drain-delay",
-            "0",
-        ])
+        .args(["--proxy-protocol", "--forwarded-allow-ips", "192.0.2.1"])
         .start();
     // With --proxy-protocol only peers in --forwarded-allow-ips may connect at all: a
     // PROXY header (or none) from anyone else is refused, never believed.

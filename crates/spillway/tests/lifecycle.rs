@@ -31,16 +31,8 @@ fn has_close(r: &Response) -> bool {
 
 #[test]
 fn keep_alive_connection_survives_sighup_and_reaches_the_new_generation() {
-    let admin = free_port();
-    let srv = Spillway::new("apps/lifecycle.py:app")
-        .args([
-            "--drain-delay",
-            "0",
-            "--admin",
-            &format!("127.0.0.1:{admin}"),
-        ])
-        .start();
-    wait_admin(&srv, admin);
+    let srv = Spillway::new("apps/lifecycle.py:app").with_admin().start();
+    let admin = srv.admin();
     let mut conn = srv.connect();
     let first = conn.get("/");
     assert_eq!(first.status, 200, "{first}");
@@ -95,19 +87,12 @@ fn ten_reloads_under_load_from_fifty_connections_fail_nothing() {
     const CLIENTS: usize = 50;
     const RELOADS: usize = 10;
     const MAX_PER_CLIENT: usize = 20_000;
-    let admin = free_port();
     let srv = Spillway::new("apps/lifecycle.py:app")
         .workers(2)
-        .args([
-            "--threads",
-            "4",
-            "--drain-delay",
-            "0",
-            "--admin",
-            &format!("127.0.0.1:{admin}"),
-        ])
+        .args(["--threads", "4"])
+        .with_admin()
         .start();
-    wait_admin(&srv, admin);
+    let admin = srv.admin();
     let gen0 = status(admin).get("generation").u64();
     let addr = srv.addr();
     let stop = AtomicBool::new(false);
@@ -211,18 +196,10 @@ fn ten_reloads_under_load_from_fifty_connections_fail_nothing() {
 
 #[test]
 fn reload_into_a_broken_application_keeps_the_old_generation_serving() {
-    let admin = free_port();
     // The app file lives in the server's working directory, so it can be broken.
     let (b, app) = Spillway::new("app.py:app").file("app.py", &lifecycle_app());
-    let srv = b
-        .args([
-            "--drain-delay",
-            "0",
-            "--admin",
-            &format!("127.0.0.1:{admin}"),
-        ])
-        .start();
-    wait_admin(&srv, admin);
+    let srv = b.with_admin().start();
+    let admin = srv.admin();
     let mut conn = srv.connect();
     let before = conn.get("/");
     assert_eq!(before.status, 200, "{before}");
@@ -270,20 +247,10 @@ fn reload_into_a_broken_application_keeps_the_old_generation_serving() {
 
 #[test]
 fn reload_by_pid_file_and_by_admin_post() {
-    let admin = free_port();
     let b = Spillway::new("apps/lifecycle.py:app");
     let pid_file = b.dir().join("spillway.pid");
-    let mut srv = b
-        .args([
-            "--drain-delay",
-            "0",
-            "--admin",
-            &format!("127.0.0.1:{admin}"),
-        ])
-        .arg("--pid-file")
-        .arg(&pid_file)
-        .start();
-    wait_admin(&srv, admin);
+    let mut srv = b.arg("--pid-file").arg(&pid_file).with_admin().start();
+    let admin = srv.admin();
     assert!(
         eventually(WAIT, || std::fs::read_to_string(&pid_file)
             .is_ok_and(|s| s.trim() == srv.pid.to_string())),
@@ -327,7 +294,6 @@ fn reload_by_pid_file_and_by_admin_post() {
 
 #[test]
 fn sigterm_during_a_slow_request_finishes_it_then_exits_zero() {
-    let admin = free_port();
     let mut srv = Spillway::new("apps/lifecycle.py:app")
         .args([
             "--threads",
@@ -336,11 +302,10 @@ fn sigterm_during_a_slow_request_finishes_it_then_exits_zero() {
             "1",
             "--graceful-timeout",
             "30",
-            "--admin",
-            &format!("127.0.0.1:{admin}"),
         ])
+        .with_admin()
         .start();
-    wait_admin(&srv, admin);
+    let admin = srv.admin();
     // An idle keep-alive connection, and one with a slow request in flight.
     let mut idle = srv.connect();
     let r = idle.get("/");
@@ -383,19 +348,17 @@ fn sigterm_during_a_slow_request_finishes_it_then_exits_zero() {
 #[test]
 fn drain_delay_turns_readiness_and_agent_off_but_keeps_serving_new_connections() {
     const DELAY: u64 = 6;
-    let admin = free_port();
     let agent = free_port();
     let mut srv = Spillway::new("apps/lifecycle.py:app")
         .args([
             "--drain-delay",
             &DELAY.to_string(),
-            "--admin",
-            &format!("127.0.0.1:{admin}"),
             "--agent-check",
             &format!("127.0.0.1:{agent}"),
         ])
+        .with_admin()
         .start();
-    wait_admin(&srv, admin);
+    let admin = srv.admin();
     assert!(
         eventually(WAIT, || readyz(admin) == Some(200)),
         "/readyz never 200\n{}",
@@ -455,16 +418,11 @@ fn drain_delay_turns_readiness_and_agent_off_but_keeps_serving_new_connections()
 #[test]
 fn second_sigterm_or_sigquit_stops_at_once() {
     for second in ["TERM", "QUIT"] {
-        let admin = free_port();
         let mut srv = Spillway::new("apps/lifecycle.py:app")
-            .args([
-                "--drain-delay",
-                "120",
-                "--admin",
-                &format!("127.0.0.1:{admin}"),
-            ])
+            .args(["--drain-delay", "120"])
+            .with_admin()
             .start();
-        wait_admin(&srv, admin);
+        let admin = srv.admin();
         assert!(eventually(WAIT, || readyz(admin) == Some(200)));
         srv.signal("TERM");
         assert!(
@@ -483,7 +441,6 @@ fn second_sigterm_or_sigquit_stops_at_once() {
 
 #[test]
 fn agent_check_weight_falls_as_the_queue_grows_and_says_drain_on_sigterm() {
-    let admin = free_port();
     let agent = free_port();
     let srv = Spillway::new("apps/lifecycle.py:app")
         .workers(1)
@@ -492,13 +449,12 @@ fn agent_check_weight_falls_as_the_queue_grows_and_says_drain_on_sigterm() {
             "1",
             "--drain-delay",
             "30",
-            "--admin",
-            &format!("127.0.0.1:{admin}"),
             "--agent-check",
             &format!("127.0.0.1:{agent}"),
         ])
+        .with_admin()
         .start();
-    wait_admin(&srv, admin);
+    let admin = srv.admin();
     assert!(
         eventually(WAIT, || agent_line(agent)
             .is_ok_and(|l| l == "up ready 100%\n")),
@@ -551,19 +507,12 @@ fn agent_check_weight_falls_as_the_queue_grows_and_says_drain_on_sigterm() {
 
 #[test]
 fn no_ready_worker_means_maint_and_not_ready() {
-    let admin = free_port();
     let agent = free_port();
     let srv = Spillway::new("apps/slow_import.py:app")
-        .args([
-            "--drain-delay",
-            "0",
-            "--admin",
-            &format!("127.0.0.1:{admin}"),
-            "--agent-check",
-            &format!("127.0.0.1:{agent}"),
-        ])
+        .args(["--agent-check", &format!("127.0.0.1:{agent}")])
+        .with_admin()
         .start();
-    wait_admin(&srv, admin);
+    let admin = srv.admin();
     // The import waits for the file `go`: no worker is ready yet.
     assert!(
         eventually(WAIT, || agent_line(agent).is_ok()),
@@ -585,19 +534,12 @@ fn no_ready_worker_means_maint_and_not_ready() {
 
 #[test]
 fn status_document_has_every_field() {
-    let admin = free_port();
     let srv = Spillway::new("apps/lifecycle.py:app")
         .workers(2)
-        .args([
-            "--threads",
-            "3",
-            "--drain-delay",
-            "0",
-            "--admin",
-            &format!("127.0.0.1:{admin}"),
-        ])
+        .args(["--threads", "3"])
+        .with_admin()
         .start();
-    wait_admin(&srv, admin);
+    let admin = srv.admin();
     for _ in 0..4 {
         get_ok(srv.addr(), "/");
     }
@@ -734,23 +676,12 @@ fn socket_activation_serves_on_the_inherited_listening_socket() {
         )
         .spawn();
     srv.listeners = vec![Listener::Tcp(local(activated))];
-    let mut last = String::new();
-    let served = eventually(WAIT, || match try_get(local(activated), "/") {
-        Ok(r) if r.status == 200 => true,
-        Ok(r) => {
-            last = r.to_string();
-            false
-        }
-        Err(e) => {
-            last = e;
-            false
-        }
-    });
-    assert!(
-        served,
-        "nothing served on the socket passed as fd 3 (LISTEN_FDS=1); last: {last}\n{}",
-        srv.report()
-    );
+    if let Err(last) = wait_for_200(local(activated), "/") {
+        panic!(
+            "nothing served on the socket passed as fd 3 (LISTEN_FDS=1); last: {last}\n{}",
+            srv.report()
+        );
+    }
     assert!(srv.is_running(), "{}", srv.report());
     // `--bind` is ignored under socket activation.
     assert!(

@@ -46,6 +46,28 @@ pub fn get_ok(addr: SocketAddr, path: &str) -> Response {
     r
 }
 
+/// Retries GET `path` until it answers 200 (within `WAIT`); on failure, the last answer
+/// or error, for the assertion message.
+pub fn wait_for_200(addr: SocketAddr, path: &str) -> Result<(), String> {
+    let mut last = String::new();
+    let ok = eventually(WAIT, || match try_get(addr, path) {
+        Ok(r) if r.status == 200 => true,
+        Ok(r) => {
+            last = r.to_string();
+            false
+        }
+        Err(e) => {
+            last = e;
+            false
+        }
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(last)
+    }
+}
+
 /// The admin endpoint's `/status` document.
 pub fn status(admin: u16) -> Json {
     get_ok(local(admin), "/status").json()

@@ -161,6 +161,8 @@ pub struct Spillway {
     dir: PathBuf,
     /// `program args…` to run the binary through (it must exec the binary, keeping its pid).
     wrapper: Option<(OsString, Vec<OsString>)>,
+    /// Port of `--admin`, when asked for with [`Spillway::with_admin`].
+    admin: Option<u16>,
 }
 
 impl Spillway {
@@ -184,6 +186,7 @@ impl Spillway {
             defaults: true,
             dir: test_dir(),
             wrapper: None,
+            admin: None,
         }
     }
 
@@ -305,12 +308,27 @@ impl Spillway {
     }
 
     /// Starts the server and waits until every listener is logged.
+    /// Serves the admin endpoint on a free loopback port; `start` then waits until it is
+    /// bound (it binds after the client listeners), and `Server::admin` returns the port.
+    pub fn with_admin(mut self) -> Self {
+        let port = free_port();
+        self.args.push("--admin".into());
+        self.args.push(format!("127.0.0.1:{port}").into());
+        self.admin = Some(port);
+        self
+    }
+
     pub fn start(self) -> Server {
+        let admin = self.admin;
         let (mut srv, want) = self.spawn_inner();
+        srv.admin = admin;
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
-            srv.listeners = parse_listeners(&srv.stderr());
-            if srv.listeners.len() >= want.max(1) {
+            let stderr = srv.stderr();
+            srv.listeners = parse_listeners(&stderr);
+            // The admin endpoint logs its line after binding.
+            let admin_ready = srv.admin.is_none() || stderr.contains("admin endpoint");
+            if srv.listeners.len() >= want.max(1) && admin_ready {
                 break;
             }
             if let Ok(Some(st)) = srv.child.try_wait() {
@@ -350,6 +368,7 @@ impl Spillway {
             child,
             output,
             listeners: Vec::new(),
+            admin: None,
             dir: self.dir,
             desc,
             threads: vec![t1, t2],
@@ -421,26 +440,31 @@ impl std::fmt::Display for Finished {
     }
 }
 
+/// What a child process wrote, stderr and stdout apart, filled by [`capture`] threads.
 #[derive(Default)]
-struct Captured {
+pub struct Captured {
     text: Mutex<(String, String)>,
     changed: Condvar,
 }
 
 impl Captured {
-    fn stderr(&self) -> String {
+    /// Standard error so far.
+    pub fn stderr(&self) -> String {
         self.text.lock().unwrap().0.clone()
     }
-    fn stdout(&self) -> String {
+    /// Standard output so far.
+    pub fn stdout(&self) -> String {
         self.text.lock().unwrap().1.clone()
     }
-    fn wait_change(&self, d: Duration) {
+    /// Waits up to `d` for more output.
+    pub fn wait_change(&self, d: Duration) {
         let g = self.text.lock().unwrap();
         let _ = self.changed.wait_timeout(g, d).unwrap();
     }
 }
 
-fn capture(
+/// Copies a child's pipe into `into`, line by line, on a thread of its own.
+pub fn capture(
     pipe: impl Read + Send + 'static,
     into: Arc<Captured>,
     is_stderr: bool,
@@ -515,12 +539,18 @@ pub struct Server {
     pub pid: u32,
     output: Arc<Captured>,
     pub listeners: Vec<Listener>,
+    admin: Option<u16>,
     dir: PathBuf,
     desc: String,
     threads: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Server {
+    /// The admin endpoint's port (the builder must have used `with_admin`).
+    pub fn admin(&self) -> u16 {
+        self.admin.expect("server started without with_admin()")
+    }
+
     /// The first TCP listener.
     pub fn addr(&self) -> SocketAddr {
         self.listeners
