@@ -15,7 +15,6 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::mpsc;
 
 use crate::listener::Listener;
 use crate::state::ServerState;
@@ -37,7 +36,7 @@ fn reply(
 async fn handle(
     req: Request<Incoming>,
     state: Arc<ServerState>,
-    reload: mpsc::UnboundedSender<&'static str>,
+    reload: crate::server::Controller,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let text = "text/plain; charset=utf-8";
     Ok(match (req.method(), req.uri().path()) {
@@ -57,7 +56,7 @@ async fn handle(
             reply(StatusCode::OK, "application/json", body)
         }
         (&Method::POST, "/reload") => {
-            let _ = reload.send("admin endpoint");
+            reload.send(crate::server::Control::Reload("admin endpoint"));
             reply(StatusCode::ACCEPTED, text, "reload started\n")
         }
         (_, "/healthz" | "/readyz" | "/status" | "/reload") => {
@@ -74,7 +73,7 @@ async fn handle(
 async fn serve_conn<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     s: S,
     state: Arc<ServerState>,
-    reload: mpsc::UnboundedSender<&'static str>,
+    reload: crate::server::Controller,
 ) {
     let svc = service_fn(move |req| handle(req, state.clone(), reload.clone()));
     let _ = http1::Builder::new()
@@ -86,7 +85,7 @@ async fn serve_conn<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
 pub(crate) async fn serve(
     listener: Listener,
     state: Arc<ServerState>,
-    reload: mpsc::UnboundedSender<&'static str>,
+    reload: crate::server::Controller,
 ) {
     loop {
         match &listener {

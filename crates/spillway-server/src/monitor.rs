@@ -3,20 +3,22 @@
 //! rejections, the queue's drain rate, and each worker's memory and stuck threads (which
 //! decide when a worker is replaced).
 
-use std::os::fd::BorrowedFd;
+use std::os::fd::AsFd;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use spillway_netdiag::{listener_queue, read_netstat, ListenQueue};
 
-use crate::admission::Pool;
+use crate::dispatch::Workers;
 use crate::supervisor::Supervisor;
 
-/// A listener the monitor samples: its name for logs and its socket.
+/// A listener the monitor samples: its name for logs and its socket. The accept task owns
+/// the socket; the monitor only looks while it is still open, so it never reads a closed
+/// fd number that may already belong to another socket.
 pub(crate) struct Watched {
     pub name: String,
-    pub fd: std::os::fd::RawFd,
+    pub listener: std::sync::Weak<crate::listener::Listener>,
 }
 
 /// Latest kernel queue sample of one listener (for status reporting).
@@ -61,7 +63,7 @@ pub(crate) fn rss_bytes(pid: u32) -> Option<u64> {
 /// Runs forever (until the task is aborted), once a second.
 pub(crate) async fn run(
     listeners: Vec<Watched>,
-    pool: Arc<Pool>,
+    pool: Arc<Workers>,
     sup: Arc<Supervisor>,
     policy: MonitorPolicy,
     observed: Arc<Observed>,
@@ -82,10 +84,10 @@ pub(crate) async fn run(
         // Kernel accept queues and overflow counters.
         let mut samples = Vec::with_capacity(listeners.len());
         for (i, l) in listeners.iter().enumerate() {
-            // SAFETY: the fd belongs to a listener kept open for the server's lifetime;
-            // the monitor task is aborted before listeners are dropped.
-            let fd = unsafe { BorrowedFd::borrow_raw(l.fd) };
-            let q = listener_queue(fd).ok();
+            let q = match l.listener.upgrade().as_deref() {
+                Some(crate::listener::Listener::Tcp(t)) => listener_queue(t.as_fd()).ok(),
+                _ => None,
+            };
             if let Some(q) = q {
                 max_depth[i] = max_depth[i].max(q.depth);
             }

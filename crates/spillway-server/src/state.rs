@@ -4,27 +4,25 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use crate::admission::Pool;
+use crate::dispatch::Workers;
 use crate::monitor::Observed;
 use crate::supervisor::Supervisor;
 
 /// Live server state.
 pub(crate) struct ServerState {
-    pub pool: Arc<Pool>,
+    pub pool: Arc<Workers>,
     pub sup: Arc<Supervisor>,
     pub observed: Arc<Observed>,
     /// Open client connections.
-    pub connections: Arc<crate::ConnCount>,
+    pub connections: Arc<crate::accept::ConnCount>,
     /// Shutting down: readiness and the agent-check say so, serving continues.
     pub draining: AtomicBool,
-    /// Threads per worker (for capacity).
-    pub threads: u16,
 }
 
 impl ServerState {
     /// Ready for traffic: at least one worker in service and not draining.
     pub fn ready(&self) -> bool {
-        !self.draining.load(Ordering::Acquire) && self.pool.capacity().0 > 0
+        !self.draining.load(Ordering::Acquire) && self.pool.capacity().workers > 0
     }
 
     /// The HAProxy agent-check answer: `drain`, `maint`, or `up ready N%` with a weight
@@ -33,11 +31,11 @@ impl ServerState {
         if self.draining.load(Ordering::Acquire) {
             return "drain\n".to_owned();
         }
-        let (workers, _free) = self.pool.capacity();
-        if workers == 0 {
+        let capacity = self.pool.capacity();
+        if capacity.workers == 0 {
             return "maint\n".to_owned();
         }
-        let capacity = (workers * self.threads as usize).max(1);
+        let capacity = (capacity.threads as usize).max(1);
         let (queued, _) = self.pool.queue_state();
         // Full weight while every request finds a thread; half when the queue is as long
         // as the capacity; never 0 (that would take it out, which `drain` is for).
@@ -48,7 +46,7 @@ impl ServerState {
     /// The `/status` document.
     pub fn status_json(&self) -> serde_json::Value {
         let (queued, oldest) = self.pool.queue_state();
-        let (ready_workers, free_threads) = self.pool.capacity();
+        let capacity = self.pool.capacity();
         let workers: Vec<serde_json::Value> = self
             .sup
             .workers()
@@ -87,16 +85,16 @@ impl ServerState {
             "draining": self.draining.load(Ordering::Acquire),
             "generation": self.sup.generation(),
             "workers": workers,
-            "ready_workers": ready_workers,
-            "threads_per_worker": self.threads,
-            "free_threads": free_threads,
+            "ready_workers": capacity.workers,
+            "threads_per_worker": capacity.threads.checked_div(capacity.workers as u32).unwrap_or(0),
+            "free_threads": capacity.free,
             "queue": {
                 "length": queued,
                 "oldest_age_ms": oldest.as_millis() as u64,
                 "rejected_full": self.pool.stats.rejected_full.load(Ordering::Relaxed),
                 "rejected_timeout": self.pool.stats.rejected_timeout.load(Ordering::Relaxed),
             },
-            "connections": self.connections.open.load(Ordering::Relaxed),
+            "connections": self.connections.open(),
             "listeners": listeners,
         })
     }

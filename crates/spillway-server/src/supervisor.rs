@@ -1,9 +1,9 @@
 //! Supervision: keeps `--workers` worker processes running. Each slot starts a worker,
-//! waits for it to import the application, and registers it with the pool. A worker that
-//! dies fails exactly its in-flight requests and is replaced, with a backoff that grows
-//! while workers keep dying (a crash loop is reported, not hidden). A worker that must be
+//! waits for it to import the application, and puts it into the pool. A worker that dies
+//! fails exactly its in-flight requests and is replaced, with a backoff that grows while
+//! workers keep dying (a crash loop is reported, not hidden). A worker that must be
 //! retired (max-requests, memory, stuck threads) is replaced first and drained after, so
-//! no client sees the change.
+//! no client sees the change. A reload starts a whole new generation the same way.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -12,9 +12,10 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
 
-use crate::admission::Pool;
 use crate::config::{ServerConfig, WorkerCommand};
-use crate::worker::{self, Startup, WorkerLink};
+use crate::dispatch::Workers;
+use crate::link::WorkerLink;
+use crate::spawn::{self, describe_exit, StartError};
 
 /// What the supervisor reports to the server's main task.
 #[derive(Debug)]
@@ -57,7 +58,7 @@ impl Policy {
 
 /// Shared state of all worker slots.
 pub(crate) struct Supervisor {
-    pool: Arc<Pool>,
+    pool: Arc<Workers>,
     policy: Policy,
     workers: usize,
     /// Generation new workers belong to; bumped only by a successful reload.
@@ -83,9 +84,13 @@ const HEALTHY_AFTER: Duration = Duration::from_secs(10);
 const CRASH_LOOP_DEATHS: usize = 5;
 const CRASH_WINDOW: Duration = Duration::from_secs(10);
 
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 impl Supervisor {
     pub fn new(
-        pool: Arc<Pool>,
+        pool: Arc<Workers>,
         policy: Policy,
         workers: usize,
         events: mpsc::UnboundedSender<SlotEvent>,
@@ -105,10 +110,6 @@ impl Supervisor {
             deaths: Mutex::new(VecDeque::new()),
             events,
         })
-    }
-
-    fn links(&self) -> MutexGuard<'_, HashMap<u64, Arc<WorkerLink>>> {
-        self.links.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn stopping(&self) -> bool {
@@ -140,61 +141,50 @@ impl Supervisor {
 
     /// Starts one worker of `generation` and waits for its handshake. The caller decides
     /// when it joins the pool.
-    async fn start(&self, slot: usize, generation: u64) -> Result<Running, (String, bool)> {
+    async fn start(&self, slot: usize, generation: u64) -> Result<Running, StartError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let spawned =
-            worker::spawn(&self.policy.command, generation).map_err(|e| (e.to_string(), false))?;
-        let (mut child, startup) =
-            worker::handshake(spawned, id, generation, self.request_limit(id)).await;
-        match startup {
-            Startup::Ready {
-                link,
-                threads,
-                reader,
-            } => {
-                tracing::info!(
-                    worker = link.pid,
-                    generation = link.generation,
-                    slot,
-                    threads,
-                    "worker ready"
-                );
-                self.links().insert(id, link.clone());
-                let (tx, rx) = watch::channel(None);
-                let links_link = link.clone();
-                let pool = self.pool.clone();
-                tokio::spawn(async move {
-                    let error = reader.run().await;
-                    // Out of the pool before anything else can pick it.
-                    pool.remove(links_link.id);
-                    let status = child
-                        .wait()
-                        .await
-                        .map_or_else(|e| e.to_string(), describe_exit);
-                    let status = match error {
-                        Some(e) => format!("{status}; protocol error: {e}"),
-                        None => status,
-                    };
-                    let _ = tx.send(Some(status));
-                });
-                Ok(Running {
-                    link,
-                    threads,
-                    exited: rx,
-                })
-            }
-            Startup::Failed(reason) => {
-                let status = child.wait().await;
-                let load_failed = matches!(&status, Ok(s) if s.code() == Some(spillway_proto::EXIT_APP_LOAD_FAILED));
-                let status = status.map_or_else(|e| e.to_string(), describe_exit);
-                Err((format!("{reason} ({status})"), load_failed))
-            }
-        }
+        let started =
+            spawn::start(&self.policy.command, id, generation, self.request_limit(id)).await?;
+        let spawn::Started {
+            mut child,
+            link,
+            reader,
+            threads,
+        } = started;
+        tracing::info!(
+            worker = link.pid,
+            generation = link.generation,
+            slot,
+            threads,
+            "worker ready"
+        );
+        lock(&self.links).insert(id, link.clone());
+        let (tx, rx) = watch::channel(None);
+        let pool = self.pool.clone();
+        tokio::spawn(async move {
+            // Out of the pool before its requests fail, so that nothing picks it and its
+            // claims free nothing.
+            let error = reader.run(|| pool.remove(id)).await;
+            let status = child
+                .wait()
+                .await
+                .map_or_else(|e| e.to_string(), describe_exit);
+            let status = match error {
+                Some(e) => format!("{status}; {e}"),
+                None => status,
+            };
+            let _ = tx.send(Some(status));
+        });
+        Ok(Running {
+            link,
+            threads,
+            exited: rx,
+        })
     }
 
     /// Records a death; returns how many happened within the crash window.
     fn record_death(&self) -> usize {
-        let mut d = self.deaths.lock().unwrap_or_else(|p| p.into_inner());
+        let mut d = lock(&self.deaths);
         let now = Instant::now();
         d.push_back(now);
         while d
@@ -208,7 +198,8 @@ impl Supervisor {
 
     /// Puts a started worker into service.
     fn activate(&self, r: &Running) {
-        self.pool.add(r.link.clone(), r.threads as u32);
+        self.pool
+            .add(r.link.id, r.link.clone(), u32::from(r.threads.max(1)));
         self.ever_ready.store(true, Ordering::Release);
         let _ = self.events.send(SlotEvent::Ready);
     }
@@ -229,19 +220,19 @@ impl Supervisor {
             }
             match self.start(slot, self.generation()).await {
                 Ok(r) => return Some(r),
-                Err((reason, load_failed)) => {
+                Err(e) => {
                     if self.stopping() {
                         return None;
                     }
-                    if load_failed {
+                    if let StartError::AppLoad(_) = e {
                         let _ = self.events.send(SlotEvent::AppLoadFailed);
                         if !self.ever_ready.load(Ordering::Acquire) {
                             // At start-up a load failure ends the server: do not respawn.
                             return None;
                         }
                     } else {
-                        tracing::error!(slot, reason = %reason, "worker failed to start");
-                        let _ = self.events.send(SlotEvent::StartFailed(reason));
+                        tracing::error!(slot, reason = %e, "worker failed to start");
+                        let _ = self.events.send(SlotEvent::StartFailed(e.to_string()));
                     }
                     self.died_then_wait(slot, backoff).await;
                 }
@@ -254,7 +245,7 @@ impl Supervisor {
     pub async fn run_slot(self: Arc<Self>, slot: usize) {
         let (tx, mut adopt) = mpsc::unbounded_channel();
         {
-            let mut a = self.adopt.lock().unwrap_or_else(|p| p.into_inner());
+            let mut a = lock(&self.adopt);
             if a.len() <= slot {
                 a.resize_with(slot + 1, || mpsc::unbounded_channel().0);
             }
@@ -278,8 +269,8 @@ impl Supervisor {
             let mut exited = running.exited.clone();
             tokio::select! {
                 status = async { exited.wait_for(|s| s.is_some()).await.map(|s| s.clone().unwrap_or_default()) } => {
-                    self.links().remove(&link.id);
                     let status = status.unwrap_or_default();
+                    lock(&self.links).remove(&link.id);
                     if self.stopping() {
                         tracing::info!(worker = link.pid, generation = link.generation, status = %status, "worker exited");
                         return;
@@ -299,27 +290,7 @@ impl Supervisor {
                     self.died_then_wait(slot, &mut backoff).await;
                 }
                 reason = link.retired() => {
-                    if self.stopping() {
-                        let _ = exited.wait_for(|s| s.is_some()).await;
-                        return;
-                    }
-                    tracing::info!(
-                        worker = link.pid,
-                        generation = link.generation,
-                        slot,
-                        reason = %reason,
-                        served = link.served(),
-                        "replacing worker: starting its successor, then draining it"
-                    );
-                    match self.start(slot, self.generation()).await {
-                        Ok(next) => current = Some(self.take_over(running, next)),
-                        Err((reason, _)) => {
-                            // Keep the old worker serving; try again after a pause.
-                            tracing::error!(slot, reason = %reason, "could not start a successor; the worker keeps serving");
-                            self.died_then_wait(slot, &mut backoff).await;
-                            current = Some(running);
-                        }
-                    }
+                    current = self.replace(slot, running, &reason, &mut backoff).await;
                 }
                 Some(next) = adopt.recv() => current = Some(self.take_over(running, next)),
             }
@@ -329,6 +300,39 @@ impl Supervisor {
                     let _ = exited.wait_for(|s| s.is_some()).await;
                 }
                 return;
+            }
+        }
+    }
+
+    /// Replaces a retiring worker: its successor first, then it drains. If no successor
+    /// can start, it keeps serving.
+    async fn replace(
+        self: &Arc<Self>,
+        slot: usize,
+        running: Running,
+        reason: &str,
+        backoff: &mut Duration,
+    ) -> Option<Running> {
+        let link = &running.link;
+        if self.stopping() {
+            let mut exited = running.exited.clone();
+            let _ = exited.wait_for(|s| s.is_some()).await;
+            return None;
+        }
+        tracing::info!(
+            worker = link.pid,
+            generation = link.generation,
+            slot,
+            reason = %reason,
+            served = link.served(),
+            "replacing worker: starting its successor, then draining it"
+        );
+        match self.start(slot, self.generation()).await {
+            Ok(next) => Some(self.take_over(running, next)),
+            Err(e) => {
+                tracing::error!(slot, reason = %e, "could not start a successor; the worker keeps serving");
+                self.died_then_wait(slot, backoff).await;
+                Some(running)
             }
         }
     }
@@ -359,19 +363,17 @@ impl Supervisor {
         for t in tasks {
             match t.await {
                 Ok(Ok(r)) => ready.push(r),
-                Ok(Err((reason, _))) => failure = Some(reason),
+                Ok(Err(e)) => failure = Some(e.to_string()),
                 Err(e) => failure = Some(e.to_string()),
             }
         }
-        let failure = if self.stopping() {
-            Some("shutting down".to_owned())
-        } else {
-            failure
-        };
+        if self.stopping() {
+            failure = Some("shutting down".to_owned());
+        }
         if let Some(reason) = failure {
             for r in ready {
                 r.link.shutdown();
-                self.links().remove(&r.link.id);
+                lock(&self.links).remove(&r.link.id);
             }
             tracing::error!(
                 generation,
@@ -382,7 +384,7 @@ impl Supervisor {
             return Err(reason);
         }
         self.generation.store(generation, Ordering::Release);
-        let adopt = self.adopt.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let adopt = lock(&self.adopt).clone();
         for (slot, r) in ready.into_iter().enumerate() {
             match adopt.get(slot) {
                 Some(tx) => {
@@ -428,28 +430,32 @@ impl Supervisor {
     /// only remaining requests are stuck (or that exceeds the graceful timeout) is killed.
     async fn drain(self: Arc<Self>, mut old: Running) {
         let link = old.link.clone();
-        self.pool.remove(link.id);
-        let deadline = Instant::now() + self.policy.graceful_timeout;
+        let id = link.id;
+        self.pool.retire(id);
+        let deadline = tokio::time::Instant::now() + self.policy.graceful_timeout;
+        // Claimed, not just started: a request handed this worker from the queue holds
+        // its claim before its frames are sent, and Shutdown must not pass them.
+        let only_stuck_left =
+            |pool: &Workers| pool.claimed(id).unwrap_or(0) as usize <= link.stuck().0;
         loop {
-            let (stuck, _) = link.stuck();
-            // Claimed, not just started: a request handed this worker from the queue
-            // has its lease before its frames are sent, and Shutdown must not pass them.
-            if link.claimed() <= stuck
-                || Instant::now() >= deadline
-                || old.exited.borrow().is_some()
-            {
-                break;
+            let stream_changed = link.changed();
+            tokio::select! {
+                _ = self.pool.wait_until(only_stuck_left) => break,
+                _ = stream_changed => {}
+                _ = tokio::time::sleep_until(deadline) => break,
+                _ = async { let _ = old.exited.wait_for(|s| s.is_some()).await; } => break,
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let (stuck, _) = link.stuck();
-        let kill = stuck > 0 || link.claimed() > 0;
-        if kill {
+        let claimed = self.pool.claimed(id).unwrap_or(0);
+        if old.exited.borrow().is_some() {
+            // It died while draining; its requests got their 502.
+        } else if stuck > 0 || claimed > 0 {
             tracing::warn!(
                 worker = link.pid,
                 generation = link.generation,
                 stuck,
-                in_flight = link.claimed(),
+                in_flight = claimed,
                 "killing drained worker: its remaining requests cannot finish"
             );
             kill_pid(link.pid);
@@ -470,32 +476,28 @@ impl Supervisor {
             kill_pid(link.pid);
             let _ = old.exited.wait_for(|s| s.is_some()).await;
         }
-        self.links().remove(&link.id);
+        self.pool.remove(id);
+        lock(&self.links).remove(&id);
         let status = old.exited.borrow().clone().unwrap_or_default();
         tracing::info!(worker = link.pid, generation = link.generation, served = link.served(), status = %status, "replaced worker exited");
     }
 
-    /// Requests in flight on all workers (including those just handed a thread).
-    pub fn in_flight(&self) -> usize {
-        self.links().values().map(|l| l.claimed()).sum()
-    }
-
     /// Live workers (ready or draining).
     pub fn workers(&self) -> Vec<Arc<WorkerLink>> {
-        self.links().values().cloned().collect()
+        lock(&self.links).values().cloned().collect()
     }
 
     /// Stops respawning and asks every worker to finish and exit.
     pub fn stop(&self) {
         self.stopping.store(true, Ordering::Release);
-        for link in self.links().values() {
+        for link in lock(&self.links).values() {
             link.shutdown();
         }
     }
 
     /// Kills every worker at once (hard stop).
     pub fn kill_all(&self) {
-        for link in self.links().values() {
+        for link in lock(&self.links).values() {
             kill_pid(link.pid);
         }
     }
@@ -506,14 +508,5 @@ fn kill_pid(pid: u32) {
     // holds the child), so it cannot have been reused; at worst it already exited.
     unsafe {
         libc::kill(pid as libc::pid_t, libc::SIGKILL);
-    }
-}
-
-fn describe_exit(status: std::process::ExitStatus) -> String {
-    use std::os::unix::process::ExitStatusExt;
-    match (status.code(), status.signal()) {
-        (Some(c), _) => format!("exit code {c}"),
-        (None, Some(s)) => format!("killed by signal {s}"),
-        _ => status.to_string(),
     }
 }

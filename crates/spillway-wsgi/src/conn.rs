@@ -7,7 +7,7 @@ use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use bytes::{Bytes, BytesMut};
-use spillway_proto::{decode, BodyKind, Frame, RequestHead, INITIAL_RESPONSE_WINDOW};
+use spillway_proto::{decode, BodyKind, Frame, RequestHead, SendWindow, INITIAL_RESPONSE_WINDOW};
 
 use crate::WorkerError;
 
@@ -81,7 +81,7 @@ pub(crate) struct StreamState {
     /// The client went away: stop iterating, fail reads.
     pub cancelled: bool,
     /// Response-body bytes the front still accepts without more credit.
-    pub response_credit: u64,
+    pub response_credit: SendWindow,
 }
 
 impl Stream {
@@ -92,7 +92,7 @@ impl Stream {
                 body: VecDeque::new(),
                 body_done: matches!(body, BodyKind::Empty | BodyKind::Length(0)),
                 cancelled: false,
-                response_credit: INITIAL_RESPONSE_WINDOW as u64,
+                response_credit: SendWindow::new(INITIAL_RESPONSE_WINDOW),
             }),
             cond: Condvar::new(),
         }
@@ -122,14 +122,12 @@ impl Stream {
 
     /// Takes up to `want` bytes of response credit under one lock: `None` once the client
     /// is gone, `Some(0)` when the front has granted nothing more yet.
-    pub fn take_credit(&self, want: u64) -> Option<u64> {
+    pub fn take_credit(&self, want: usize) -> Option<usize> {
         let mut st = self.lock();
         if st.cancelled {
             return None;
         }
-        let n = st.response_credit.min(want);
-        st.response_credit -= n;
-        Some(n)
+        Some(st.response_credit.take(want))
     }
 
     /// True once the client has gone away.
@@ -171,11 +169,15 @@ impl Link {
         }
     }
 
-    /// Encodes and writes one frame.
+    /// Encodes and writes one control or credit frame (these always fit a frame).
     pub fn send(&self, frame: &Frame) {
         let mut buf = BytesMut::with_capacity(64);
-        frame.encode(&mut buf);
-        self.write_all(&buf);
+        match frame.encode(&mut buf) {
+            Ok(()) => self.write_all(&buf),
+            Err(e) => {
+                tracing::error!(worker = std::process::id(), error = %e, "could not encode a frame")
+            }
+        }
     }
 
     /// Forgets a finished stream (after its `ResponseEnd` was written).
@@ -250,7 +252,9 @@ impl Link {
             }
             Frame::ResponseCredit { stream, bytes } => {
                 if let Some(s) = self.get(stream) {
-                    s.update(|st| st.response_credit += bytes as u64);
+                    let mut granted = Ok(());
+                    s.update(|st| granted = st.response_credit.grant(bytes));
+                    granted.map_err(|e| WorkerError::Protocol(e.to_string()))?;
                 }
             }
             Frame::Shutdown => return Ok(Some(ReadEnd::Shutdown)),

@@ -8,12 +8,9 @@ use bytes::{Buf, BytesMut};
 use pyo3::exceptions::PyOSError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
-use spillway_proto::{Frame, INITIAL_REQUEST_WINDOW};
+use spillway_proto::{Frame, RecvWindow, INITIAL_REQUEST_WINDOW, REQUEST_WINDOW};
 
 use crate::conn::{Link, Stream};
-
-/// Body bytes kept granted ahead of the application's reads.
-const WINDOW: u64 = 256 * 1024;
 
 /// What one wait on the stream produced.
 enum Fill {
@@ -28,10 +25,8 @@ pub struct Input {
     stream: Arc<Stream>,
     link: Arc<Link>,
     buf: BytesMut,
-    /// Body bytes the front may send in total (implicit initial window included).
-    granted: u64,
-    /// Body bytes taken from the stream so far.
-    received: u64,
+    /// Body credit granted to the front and not yet used.
+    window: RecvWindow,
     eof: bool,
 }
 
@@ -42,12 +37,14 @@ impl Input {
             stream,
             link,
             buf: BytesMut::new(),
-            granted: if expect_continue {
-                0
-            } else {
-                INITIAL_REQUEST_WINDOW as u64
-            },
-            received: 0,
+            window: RecvWindow::new(
+                REQUEST_WINDOW,
+                if expect_continue {
+                    0
+                } else {
+                    INITIAL_REQUEST_WINDOW
+                },
+            ),
             eof: false,
         }
     }
@@ -57,16 +54,15 @@ impl Input {
         if self.eof {
             return Ok(false);
         }
-        let outstanding = self.granted - self.received;
-        if outstanding < WINDOW / 2 && !self.stream.lock().body_done {
-            let more = WINDOW - outstanding;
-            self.granted += more;
-            let frame = Frame::BodyCredit {
-                stream: self.stream.id,
-                bytes: more as u32,
-            };
-            let link = &self.link;
-            py.detach(|| link.send(&frame));
+        if !self.stream.lock().body_done {
+            if let Some(bytes) = self.window.replenish() {
+                let frame = Frame::BodyCredit {
+                    stream: self.stream.id,
+                    bytes,
+                };
+                let link = &self.link;
+                py.detach(|| link.send(&frame));
+            }
         }
         let stream = &self.stream;
         let buf = &mut self.buf;
@@ -87,7 +83,10 @@ impl Input {
         });
         match got {
             (Fill::Data, n) => {
-                self.received += n as u64;
+                // More than was granted: the front broke the credit rules.
+                self.window
+                    .received(n)
+                    .map_err(|e| PyOSError::new_err(format!("request body: {e}")))?;
                 Ok(true)
             }
             (Fill::Eof, _) => {

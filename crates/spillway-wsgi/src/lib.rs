@@ -6,6 +6,7 @@
 mod conn;
 mod environ;
 mod errors;
+mod head;
 mod input;
 mod response;
 

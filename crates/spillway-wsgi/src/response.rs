@@ -21,6 +21,13 @@ use crate::Ctx;
 
 const ERROR_BODY: &[u8] = b"Internal Server Error\n";
 
+/// Appends a frame that always fits (fixed-size frames and the built-in 500).
+fn put(frame: &Frame, dst: &mut BytesMut) {
+    if let Err(e) = frame.encode(dst) {
+        tracing::error!(worker = std::process::id(), error = %e, "could not encode a frame");
+    }
+}
+
 /// Response state of one request, shared by `start_response`, `write()` and the handler.
 struct Out {
     status: Option<u16>,
@@ -45,7 +52,7 @@ impl Out {
         }
     }
 
-    fn encode_head(&mut self, status: u16) {
+    fn encode_head(&mut self, status: u16) -> PyResult<()> {
         let head = ResponseHead {
             status,
             headers: std::mem::take(&mut self.headers),
@@ -54,8 +61,10 @@ impl Out {
             stream: self.stream.id,
             head: Box::new(head),
         }
-        .encode(&mut self.pending);
+        .encode(&mut self.pending)
+        .map_err(|e| PyValueError::new_err(format!("response head: {e}")))?;
         self.head_sent = true;
+        Ok(())
     }
 
     /// Queues body bytes (sending the head first), waiting for response credit from the
@@ -75,13 +84,13 @@ impl Out {
             return Ok(Ok(()));
         }
         if !self.head_sent {
-            self.encode_head(status);
+            self.encode_head(status)?;
         }
         if self.discard_body {
             return Ok(Ok(()));
         }
         while !data.is_empty() {
-            let n = match self.stream.take_credit(data.len().min(MAX_CHUNK) as u64) {
+            let n = match self.stream.take_credit(data.len().min(MAX_CHUNK)) {
                 None => return Ok(Err(Cancelled)),
                 Some(0) => {
                     // The client reads slower than we write: send what we have, then
@@ -89,19 +98,21 @@ impl Out {
                     self.flush(py);
                     let stream = &self.stream;
                     py.detach(|| {
-                        stream
-                            .wait_until(|st| (st.cancelled || st.response_credit > 0).then_some(()))
+                        stream.wait_until(|st| {
+                            (st.cancelled || st.response_credit.available() > 0).then_some(())
+                        })
                     });
                     continue;
                 }
-                Some(n) => n as usize,
+                Some(n) => n,
             };
             encode_body(
                 Kind::ResponseBody,
                 self.stream.id,
                 &data[..n],
                 &mut self.pending,
-            );
+            )
+            .map_err(|e| PyValueError::new_err(format!("response body: {e}")))?;
             data = &data[n..];
         }
         if flush {
@@ -123,48 +134,21 @@ impl Responder {
     }
 }
 
-/// RFC 9110 token characters, for header names.
-fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-}
-
 /// A header string from the application as latin-1 bytes.
 fn header_bytes(s: &Bound<'_, PyAny>, what: &str) -> PyResult<Bytes> {
     let s: &str = s.extract().map_err(|_| {
         PyTypeError::new_err(format!("header {what} must be str, got {}", s.get_type()))
     })?;
-    let mut out = Vec::with_capacity(s.len());
-    for c in s.chars() {
-        let c = c as u32;
-        if c > 0xff {
-            return Err(PyValueError::new_err(format!(
-                "header {what} {s:?} is not latin-1 encodable"
-            )));
-        }
-        out.push(c as u8);
-    }
-    Ok(Bytes::from(out))
-}
-
-fn parse_status(status: &str) -> PyResult<u16> {
-    let b = status.as_bytes();
-    let ok =
-        b.len() >= 3 && b[..3].iter().all(u8::is_ascii_digit) && (b.len() == 3 || b[3] == b' ');
-    let code = if ok {
-        status[..3].parse::<u16>().ok()
-    } else {
-        None
-    };
-    match code {
-        Some(c) if c >= 200 => Ok(c),
-        _ => Err(PyValueError::new_err(format!(
-            "status {status:?} is not a three-digit final status followed by a reason, like '200 OK'"
-        ))),
-    }
+    crate::head::latin1_bytes(s)
+        .map(Bytes::from)
+        .ok_or_else(|| {
+            PyValueError::new_err(format!("header {what} {s:?} is not latin-1 encodable"))
+        })
 }
 
 fn parse_headers(headers: &Bound<'_, PyAny>) -> PyResult<Vec<(Bytes, Bytes)>> {
     let mut out = Vec::new();
+    let mut limits = crate::head::HeaderBudget::default();
     for item in headers.try_iter()? {
         let item = item?;
         let pair = item
@@ -177,18 +161,7 @@ fn parse_headers(headers: &Bound<'_, PyAny>) -> PyResult<Vec<(Bytes, Bytes)>> {
         }
         let name = header_bytes(&pair.get_item(0)?, "name")?;
         let value = header_bytes(&pair.get_item(1)?, "value")?;
-        if name.is_empty() || !name.iter().all(|&b| is_tchar(b)) {
-            return Err(PyValueError::new_err(format!(
-                "header name {:?} is not a valid HTTP token",
-                String::from_utf8_lossy(&name)
-            )));
-        }
-        if value.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
-            return Err(PyValueError::new_err(format!(
-                "header {:?} has a control character (CR, LF or NUL) in its value",
-                String::from_utf8_lossy(&name)
-            )));
-        }
+        limits.check(&name, &value).map_err(PyValueError::new_err)?;
         out.push((name, value));
     }
     Ok(out)
@@ -220,7 +193,7 @@ impl Responder {
                 ));
             }
         }
-        let code = parse_status(status)?;
+        let code = crate::head::parse_status(status).map_err(PyValueError::new_err)?;
         let headers = parse_headers(headers)?;
         {
             let me = slf.get();
@@ -284,7 +257,13 @@ pub(crate) fn serve(py: Python<'_>, ctx: &Ctx, job: Job) {
     let mut out = r.out();
     match outcome {
         Outcome::Done => match out.status {
-            Some(status) if !out.head_sent => out.encode_head(status),
+            Some(status) if !out.head_sent => {
+                if let Err(e) = out.encode_head(status) {
+                    log_app_error(py, ctx, &head.method, &head.path_info, &e);
+                    out.pending.clear();
+                    encode_500(id, &mut out.pending);
+                }
+            }
             Some(_) => {}
             None => {
                 let e = PyAssertionError::new_err(
@@ -301,7 +280,7 @@ pub(crate) fn serve(py: Python<'_>, ctx: &Ctx, job: Job) {
             if out.head_sent {
                 // Part of the response is on its way: the only honest signal left is to
                 // cut the connection, so the client cannot take it as complete.
-                Frame::ResponseAbort { stream: id }.encode(&mut out.pending);
+                put(&Frame::ResponseAbort { stream: id }, &mut out.pending);
                 out.flush(py);
                 ctx.link.remove(id);
                 return;
@@ -310,14 +289,14 @@ pub(crate) fn serve(py: Python<'_>, ctx: &Ctx, job: Job) {
             encode_500(id, &mut out.pending);
         }
     }
-    Frame::ResponseEnd { stream: id }.encode(&mut out.pending);
+    put(&Frame::ResponseEnd { stream: id }, &mut out.pending);
     out.flush(py);
     drop(out);
     ctx.link.remove(id);
 }
 
 fn encode_500(stream: u32, dst: &mut BytesMut) {
-    Frame::ResponseHead {
+    let head = Frame::ResponseHead {
         stream,
         head: Box::new(ResponseHead {
             status: 500,
@@ -332,15 +311,21 @@ fn encode_500(stream: u32, dst: &mut BytesMut) {
                 ),
             ],
         }),
-    }
-    .encode(dst);
-    encode_body(Kind::ResponseBody, stream, ERROR_BODY, dst);
+    };
+    put(&head, dst);
+    put(
+        &Frame::ResponseBody {
+            stream,
+            data: Bytes::from_static(ERROR_BODY),
+        },
+        dst,
+    );
 }
 
 fn fail_before_head(py: Python<'_>, ctx: &Ctx, stream: u32) {
     let mut buf = BytesMut::new();
     encode_500(stream, &mut buf);
-    Frame::ResponseEnd { stream }.encode(&mut buf);
+    put(&Frame::ResponseEnd { stream }, &mut buf);
     let link = &ctx.link;
     py.detach(|| link.write_all(&buf));
     ctx.link.remove(stream);

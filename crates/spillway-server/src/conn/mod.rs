@@ -1,0 +1,416 @@
+//! Client connections over HTTP/1.1: one task per connection reads request heads, hands
+//! each request to its [`Exchange`](crate::dispatch::Exchange), and writes the response,
+//! one request at a time (pipelined requests wait in the read buffer, in order).
+//!
+//! Connection timing is ours: an idle keep-alive connection lives `--keep-alive` seconds
+//! (announced in `Keep-Alive: timeout=N`), a started head must complete within
+//! `--header-timeout`, and a connection that sees a request arriving is never closed for
+//! idleness: exactly the proxy race (`502 error reading status line`) this server exists to
+//! avoid. Every close lingers so unread request bytes do not turn the FIN into a RST that
+//! destroys the response.
+
+mod exchange;
+mod proxy;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes, BytesMut};
+use spillway_proto::RequestHead;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::watch;
+
+use crate::access_log::{AccessLogger, AccessRecord};
+use crate::config::ServerConfig;
+use crate::dispatch::Workers;
+use crate::error::Answer;
+use crate::h1::head::{self, Framing, HeadLimits};
+use crate::h1::response::{encode_answer, Reply};
+use crate::request::{build_head, HeadView, Peer, RequestPolicy};
+
+/// What every connection shares: configuration, the workers, the access log.
+pub(crate) struct Front {
+    pub cfg: ServerConfig,
+    pub policy: RequestPolicy,
+    pub limits: HeadLimits,
+    pub workers: Arc<Workers>,
+    pub access_log: Option<AccessLogger>,
+    /// `timeout=N`, for `Keep-Alive`.
+    pub keep_alive_value: Bytes,
+}
+
+impl Front {
+    /// The shared state of every connection, from the configuration.
+    pub fn new(
+        cfg: ServerConfig,
+        workers: Arc<Workers>,
+        access_log: Option<AccessLogger>,
+    ) -> Front {
+        Front {
+            policy: RequestPolicy {
+                root_path: cfg.root_path.clone(),
+                limit_request_field_size: cfg.limit_request_field_size,
+                forwarded_allow_ips: cfg.forwarded_allow_ips.clone(),
+            },
+            limits: HeadLimits {
+                target: cfg.limit_request_line,
+                fields: cfg.limit_request_fields,
+                field_size: cfg.limit_request_field_size,
+            },
+            keep_alive_value: Bytes::from(format!("timeout={}", cfg.keep_alive.as_secs())),
+            cfg,
+            workers,
+            access_log,
+        }
+    }
+}
+
+/// Read-ahead kept while a request is in flight: enough to see the next pipelined head and
+/// the client's FIN, not enough to buffer an upload nobody asked for.
+const PEEK_LIMIT: usize = 64 * 1024;
+/// How long a closing connection keeps reading (and discarding) what the client still sends.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// A request read off the connection, before it is served.
+struct Parsed {
+    /// The frame head, or the answer that refuses the request.
+    head: Result<RequestHead, Answer>,
+    framing: Framing,
+    reply: Reply,
+    expect_continue: bool,
+    /// `METHOD target HTTP/1.x`, only when there is an access log.
+    line: Option<String>,
+}
+
+/// One client connection.
+pub(crate) struct Conn<S> {
+    io: S,
+    rbuf: BytesMut,
+    wbuf: BytesMut,
+    peer: Peer,
+    front: Arc<Front>,
+    draining: watch::Receiver<bool>,
+    is_draining: bool,
+    accepted: Instant,
+}
+
+/// Serves one client connection until it closes, times out, or the server drains.
+/// `slot` is held while the connection serves (it counts against `--max-connections`).
+pub(crate) async fn serve_connection<S>(
+    mut io: S,
+    mut peer: Peer,
+    front: Arc<Front>,
+    draining: watch::Receiver<bool>,
+    slot: crate::accept::ConnSlot,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let accepted = Instant::now();
+    let mut rbuf = BytesMut::with_capacity(8 * 1024);
+    if front.cfg.proxy_protocol && !proxy::read_header(&mut io, &mut peer, &front, &mut rbuf).await
+    {
+        return;
+    }
+    let is_draining = *draining.borrow();
+    let mut conn = Conn {
+        io,
+        rbuf,
+        wbuf: BytesMut::with_capacity(8 * 1024),
+        peer,
+        front,
+        draining,
+        is_draining,
+        accepted,
+    };
+    conn.run().await;
+    drop(slot);
+    conn.linger().await;
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
+    async fn run(&mut self) {
+        let mut first = true;
+        while let Some(parsed) = self.read_request(first).await {
+            first = false;
+            if !self.serve(parsed).await {
+                return;
+            }
+        }
+    }
+
+    /// Waits for the next complete request head: `None` when the connection should close
+    /// (the client left, it idled past `--keep-alive`, a head took longer than
+    /// `--header-timeout`, the server drains, or the head was refused and answered).
+    async fn read_request(&mut self, first: bool) -> Option<Parsed> {
+        // A new connection must send its first head within the header timeout; bytes of a
+        // next request that already arrived start that clock now.
+        let mut head_started = if first {
+            Some(self.accepted)
+        } else if !self.rbuf.is_empty() {
+            Some(Instant::now())
+        } else {
+            None
+        };
+        let idle_since = Instant::now();
+        let cfg = &self.front.cfg;
+        let (keep_alive, header_timeout) = (cfg.keep_alive, cfg.header_timeout);
+        loop {
+            if !self.rbuf.is_empty() {
+                match self.parse() {
+                    Ok(Some(p)) => return Some(p),
+                    Ok(None) => {}
+                    Err(answer) => {
+                        tracing::debug!(client = %self.peer.label, status = answer.status(), "malformed request; answered and closing");
+                        let reply = Reply {
+                            head_method: false,
+                            version: spillway_proto::Protocol::Http11,
+                            keep_alive: false,
+                        };
+                        self.answer(answer, &reply, None).await;
+                        return None;
+                    }
+                }
+            } else if self.is_draining {
+                return None;
+            }
+            let (deadline, why) = match head_started {
+                Some(t) => (t + header_timeout, "header timeout"),
+                None => (idle_since + keep_alive, "keep-alive idle"),
+            };
+            tokio::select! {
+                n = read_more(&mut self.io, &mut self.rbuf) => {
+                    if n == 0 {
+                        return None;
+                    }
+                    head_started.get_or_insert_with(Instant::now);
+                }
+                _ = tokio::time::sleep_until(deadline.into()) => {
+                    tracing::debug!(client = %self.peer.label, reason = why, "closing connection");
+                    return None;
+                }
+                changed = self.draining.changed(), if !self.is_draining => {
+                    self.is_draining = changed.is_err() || *self.draining.borrow();
+                }
+            }
+        }
+    }
+
+    /// Parses a head from the read buffer; `Ok(None)` if it is not complete yet.
+    fn parse(&mut self) -> Result<Option<Parsed>, Answer> {
+        let limits = self.front.limits;
+        let mut storage = vec![httparse::EMPTY_HEADER; limits.fields + 1];
+        let Some(raw) = head::parse(&self.rbuf, &limits, &mut storage)? else {
+            return Ok(None);
+        };
+        let view = HeadView {
+            method: raw.method,
+            target: raw.target,
+            version: raw.version,
+            headers: raw.headers,
+            framing: raw.framing,
+            expect_continue: raw.expect_continue,
+        };
+        let parsed = Parsed {
+            head: build_head(&view, &self.peer, &self.front.policy),
+            framing: raw.framing,
+            reply: Reply {
+                head_method: raw.method == "HEAD",
+                version: raw.version,
+                keep_alive: raw.keep_alive,
+            },
+            expect_continue: raw.expect_continue,
+            line: self
+                .front
+                .access_log
+                .as_ref()
+                .map(|_| format!("{} {} {}", raw.method, raw.target, raw.version.as_str())),
+        };
+        let len = raw.len;
+        self.rbuf.advance(len);
+        Ok(Some(parsed))
+    }
+
+    /// Serves one request; returns whether the connection stays open for the next.
+    async fn serve(&mut self, p: Parsed) -> bool {
+        let mut reply = p.reply;
+        reply.keep_alive &= !self.is_draining;
+        let mut record = p.line.map(|request_line| AccessRecord {
+            client: self.peer.label.clone(),
+            request_line,
+            started: Instant::now(),
+            status: 0,
+            queued: Duration::ZERO,
+            worker: 0,
+            generation: 0,
+            bytes: 0,
+        });
+        let mut body = crate::h1::body::BodyDecoder::new(p.framing);
+        let head = match p.head {
+            Ok(h) => h,
+            Err(answer) => {
+                tracing::debug!(client = %self.peer.label, status = answer.status(), "request refused");
+                reply.keep_alive = false;
+                return self.answer(answer, &reply, record).await;
+            }
+        };
+        let admit_start = Instant::now();
+        let started = tokio::select! {
+            r = crate::dispatch::Exchange::start(&self.front.workers, head) => r,
+            _ = watch_eof(&mut self.io, &mut self.rbuf) => {
+                tracing::debug!(client = %self.peer.label, "client left while its request was queued");
+                return false;
+            }
+        };
+        if let Some(r) = record.as_mut() {
+            r.queued = admit_start.elapsed();
+        }
+        match started {
+            Ok(ex) => {
+                self.exchange(ex, &mut body, reply, p.expect_continue, record)
+                    .await
+            }
+            Err(answer) => {
+                // Refused, not failed: the connection stays usable for the retry, once the
+                // body the client sent is out of the way.
+                let keep = self.answer(answer, &reply, record).await;
+                keep && self.discard(&mut body, p.expect_continue, false).await
+            }
+        }
+    }
+
+    /// Whether the server drains now (the flag is sampled before each request; a
+    /// response that starts later must still learn of it).
+    fn draining_now(&mut self) -> bool {
+        self.is_draining |= *self.draining.borrow();
+        self.is_draining
+    }
+
+    /// Writes the front's own answer; returns whether the connection stays open.
+    async fn answer(
+        &mut self,
+        answer: Answer,
+        reply: &Reply,
+        record: Option<AccessRecord>,
+    ) -> bool {
+        let mut reply = *reply;
+        reply.keep_alive &= !self.draining_now();
+        let reply = &reply;
+        let retry_after =
+            matches!(answer, Answer::Refused(_)).then(|| self.front.workers.retry_after_secs());
+        let close = encode_answer(
+            answer,
+            retry_after,
+            reply,
+            &self.front.keep_alive_value,
+            &mut self.wbuf,
+        );
+        let written = self.flush().await;
+        if let (Some(log), Some(mut r)) = (&self.front.access_log, record) {
+            r.status = answer.status();
+            r.bytes = if reply.head_method {
+                0
+            } else {
+                answer.body().len() as u64
+            };
+            log.write(r);
+        }
+        written && !close
+    }
+
+    /// Reads and drops the rest of a request body the application did not read, so the
+    /// connection can carry the next request; false if it must close instead (the client
+    /// waits for `100 Continue` that never came, or sends more than is worth reading).
+    async fn discard(
+        &mut self,
+        body: &mut crate::h1::body::BodyDecoder,
+        expect_continue: bool,
+        continued: bool,
+    ) -> bool {
+        const DISCARD_LIMIT: u64 = 1024 * 1024;
+        if body.is_done() {
+            return true;
+        }
+        if expect_continue && !continued {
+            return false;
+        }
+        let limit = body.decoded + DISCARD_LIMIT;
+        let deadline = Instant::now() + self.front.cfg.header_timeout;
+        loop {
+            match body.decode(&mut self.rbuf, usize::MAX) {
+                Err(_) => return false,
+                Ok(Some(crate::h1::body::Piece::End)) => return true,
+                Ok(Some(crate::h1::body::Piece::Data(_))) => {
+                    if body.decoded > limit {
+                        return false;
+                    }
+                }
+                Ok(None) => {
+                    let read = tokio::time::timeout_at(
+                        deadline.into(),
+                        read_more(&mut self.io, &mut self.rbuf),
+                    );
+                    if !matches!(read.await, Ok(n) if n > 0) {
+                        return false;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes the buffered output; false if the client stopped reading for `--timeout`
+    /// or the connection broke.
+    async fn flush(&mut self) -> bool {
+        let timeout = self.front.cfg.timeout;
+        while !self.wbuf.is_empty() {
+            match tokio::time::timeout(timeout, self.io.write(&self.wbuf)).await {
+                Ok(Ok(n)) if n > 0 => self.wbuf.advance(n),
+                Ok(_) => return false,
+                Err(_) => {
+                    tracing::warn!(client = %self.peer.label, timeout_s = timeout.as_secs(), "client stopped reading the response; closing");
+                    return false;
+                }
+            }
+        }
+        self.wbuf.clear();
+        true
+    }
+
+    /// Closes gracefully: FIN, then keep reading (and discarding) for a moment, so unread
+    /// request bytes do not make the kernel answer with a RST that destroys the response.
+    async fn linger(mut self) {
+        let _ = self.io.shutdown().await;
+        let mut sink = [0u8; 4096];
+        let _ = tokio::time::timeout(LINGER, async {
+            let mut total = 0usize;
+            while let Ok(n) = self.io.read(&mut sink).await {
+                total += n;
+                if n == 0 || total > 1 << 20 {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
+}
+
+/// Reads what the client sent into `buf`; 0 means it is gone (end of file or error).
+async fn read_more<S: AsyncRead + Unpin>(io: &mut S, buf: &mut BytesMut) -> usize {
+    if buf.capacity() - buf.len() < 4096 {
+        buf.reserve(16 * 1024);
+    }
+    io.read_buf(buf).await.unwrap_or(0)
+}
+
+/// Completes when the client closes its side (a FIN, even a half-close, is taken as the
+/// client leaving, as nginx and HAProxy's `abortonclose` do); what it sends meanwhile is
+/// kept for later, up to [`PEEK_LIMIT`].
+async fn watch_eof<S: AsyncRead + Unpin>(io: &mut S, buf: &mut BytesMut) {
+    loop {
+        if buf.len() >= PEEK_LIMIT {
+            std::future::pending::<()>().await;
+        }
+        if read_more(io, buf).await == 0 {
+            return;
+        }
+    }
+}

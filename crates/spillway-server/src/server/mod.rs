@@ -1,0 +1,419 @@
+//! The server's life in phases: bind every socket, start the workers (accepting from the
+//! first moment: requests wait in the queue), wait until every worker is ready, run until
+//! asked to stop (reloading on request), drain, and stop.
+
+mod pidfile;
+mod signals;
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+pub use signals::{controller, Control, Controller, Controls};
+
+use crate::accept::{accept_loop, ConnCount};
+use crate::access_log::AccessLogger;
+use crate::config::{BindAddr, ServerConfig, StateNotifier};
+use crate::conn::Front;
+use crate::dispatch::Workers;
+use crate::listener::{self, Listener};
+use crate::monitor::{self, MonitorPolicy, Observed, Watched};
+use crate::pool::{Pool, QueueLimits};
+use crate::state::ServerState;
+use crate::supervisor::{Policy, SlotEvent, Supervisor};
+use crate::systemd::ActivatedSocket;
+use crate::{admin, agent, devreload, ServerError};
+use pidfile::PidFile;
+use signals::Signals;
+
+/// Serves until SIGTERM/SIGINT (graceful) or SIGQUIT / a second signal (immediate).
+/// SIGHUP (or `POST /reload` on the admin endpoint) reloads the workers.
+///
+/// `activated` are listening sockets passed by systemd; when there are any, they replace
+/// `--bind`.
+pub async fn serve(cfg: ServerConfig, activated: Vec<ActivatedSocket>) -> Result<(), ServerError> {
+    serve_with(cfg, activated, None).await
+}
+
+/// [`serve`], also obeying the [`Control`]s sent to `controls`.
+pub async fn serve_with(
+    cfg: ServerConfig,
+    activated: Vec<ActivatedSocket>,
+    controls: Option<Controls>,
+) -> Result<(), ServerError> {
+    let bound = Bound::bind(&cfg, activated)?;
+    let mut signals = Signals::install(controls).map_err(ServerError::Signals)?;
+    let mut running = Running::start(cfg, bound, &signals);
+    if !running.wait_ready(&mut signals).await? {
+        return Ok(());
+    }
+    let stop = running.run(&mut signals).await;
+    running.shutdown(stop, &mut signals).await;
+    Ok(())
+}
+
+/// Every socket and file the server opens before it starts anything.
+struct Bound {
+    listeners: Vec<(Listener, String)>,
+    /// Unix socket files we created, removed when listeners close.
+    unix_paths: Vec<PathBuf>,
+    admin: Option<(Listener, String)>,
+    agent: Option<tokio::net::TcpListener>,
+    pid_file: Option<PidFile>,
+    access_log: Option<AccessLogger>,
+}
+
+impl Bound {
+    fn bind(cfg: &ServerConfig, activated: Vec<ActivatedSocket>) -> Result<Bound, ServerError> {
+        let bind_error = |addr: String| move |source| ServerError::Bind { addr, source };
+        let access_log = match &cfg.access_log {
+            Some(t) => Some(AccessLogger::open(t).map_err(ServerError::AccessLog)?),
+            None => None,
+        };
+        let mut listeners = Vec::new();
+        let use_binds = activated.is_empty();
+        if !use_binds {
+            tracing::info!(
+                sockets = activated.len(),
+                "socket activation: using the sockets systemd passed; --bind is ignored"
+            );
+        }
+        for sock in activated {
+            listeners.push(
+                listener::from_activated(sock).map_err(bind_error("socket from systemd".into()))?,
+            );
+        }
+        let mut unix_paths = Vec::new();
+        for addr in cfg.binds.iter().filter(|_| use_binds) {
+            listeners
+                .push(listener::bind(addr, cfg.backlog).map_err(bind_error(addr.to_string()))?);
+            if let BindAddr::Unix(p) = addr {
+                unix_paths.push(p.clone());
+            }
+        }
+        let admin = match &cfg.admin {
+            Some(addr) => {
+                Some(listener::bind(addr, 128).map_err(bind_error(format!("admin {addr}")))?)
+            }
+            None => None,
+        };
+        let agent = match cfg.agent_check {
+            Some(addr) => match listener::bind(&BindAddr::Tcp(addr), 128)
+                .map_err(bind_error(format!("agent-check {addr}")))?
+                .0
+            {
+                Listener::Tcp(l) => Some(l),
+                Listener::Unix(_) => None,
+            },
+            None => None,
+        };
+        let pid_file = match &cfg.pid_file {
+            Some(p) => Some(PidFile::create(p).map_err(ServerError::PidFile)?),
+            None => None,
+        };
+        Ok(Bound {
+            listeners,
+            unix_paths,
+            admin,
+            agent,
+            pid_file,
+            access_log,
+        })
+    }
+}
+
+/// Why the run phase ended.
+enum Stop {
+    /// Drain first.
+    Graceful(&'static str),
+    /// Stop at once.
+    Immediate,
+}
+
+/// A started server.
+struct Running {
+    cfg: ServerConfig,
+    workers: Arc<Workers>,
+    front: Arc<Front>,
+    sup: Arc<Supervisor>,
+    state: Arc<ServerState>,
+    conns: Arc<ConnCount>,
+    draining: watch::Sender<bool>,
+    accept_tasks: Vec<JoinHandle<()>>,
+    side_tasks: Vec<JoinHandle<()>>,
+    slots: Vec<JoinHandle<()>>,
+    events: mpsc::UnboundedReceiver<SlotEvent>,
+    unix_paths: Vec<PathBuf>,
+    pid_file: Option<PidFile>,
+    started: Instant,
+}
+
+impl Running {
+    /// Starts accepting, the monitor, the side endpoints and every worker slot.
+    fn start(cfg: ServerConfig, bound: Bound, signals: &Signals) -> Running {
+        let workers: Arc<Workers> = Pool::new(QueueLimits {
+            max_queue: cfg.max_queue,
+            queue_timeout: cfg.queue_timeout,
+        });
+        let front = Arc::new(Front::new(cfg.clone(), workers.clone(), bound.access_log));
+        let (draining, draining_rx) = watch::channel(false);
+        let conns = ConnCount::new(cfg.max_connections);
+        let mut accept_tasks = Vec::new();
+        let mut watched = Vec::new();
+        for (l, name) in bound.listeners {
+            let l = Arc::new(l);
+            if let Listener::Tcp(_) = &*l {
+                watched.push(Watched {
+                    name: name.clone(),
+                    listener: Arc::downgrade(&l),
+                });
+            }
+            accept_tasks.push(tokio::spawn(accept_loop(
+                l,
+                name,
+                front.clone(),
+                draining_rx.clone(),
+                conns.clone(),
+            )));
+        }
+        let (ev_tx, events) = mpsc::unbounded_channel();
+        let sup = Supervisor::new(
+            workers.clone(),
+            Policy::from_config(&cfg),
+            cfg.workers,
+            ev_tx,
+        );
+        let observed = Arc::new(Observed::default());
+        let state = Arc::new(ServerState {
+            pool: workers.clone(),
+            sup: sup.clone(),
+            observed: observed.clone(),
+            connections: conns.clone(),
+            draining: Default::default(),
+        });
+        let mut side_tasks = vec![tokio::spawn(monitor::run(
+            watched,
+            workers.clone(),
+            sup.clone(),
+            MonitorPolicy {
+                max_worker_memory: cfg.max_worker_memory,
+                graceful_timeout: cfg.graceful_timeout,
+            },
+            observed,
+        ))];
+        if let Some((l, name)) = bound.admin {
+            tracing::info!(admin = %name, "admin endpoint: /healthz /readyz /status, POST /reload");
+            side_tasks.push(tokio::spawn(admin::serve(
+                l,
+                state.clone(),
+                signals.controller(),
+            )));
+        }
+        if let Some(l) = bound.agent {
+            side_tasks.push(tokio::spawn(agent::serve(l, state.clone())));
+        }
+        if !cfg.reload_roots.is_empty() {
+            side_tasks.push(tokio::spawn(devreload::watch(
+                cfg.reload_roots.clone(),
+                signals.controller(),
+            )));
+        }
+        let slots = (0..cfg.workers)
+            .map(|i| tokio::spawn(sup.clone().run_slot(i)))
+            .collect();
+        Running {
+            cfg,
+            workers,
+            front,
+            sup,
+            state,
+            conns,
+            draining,
+            accept_tasks,
+            side_tasks,
+            slots,
+            events,
+            unix_paths: bound.unix_paths,
+            pid_file: bound.pid_file,
+            started: Instant::now(),
+        }
+    }
+
+    /// Start-up: every worker must import the application once, or we stop. False if a
+    /// signal stopped the server first.
+    async fn wait_ready(&mut self, signals: &mut Signals) -> Result<bool, ServerError> {
+        let (mut ready, mut start_failures) = (0, 0);
+        while ready < self.cfg.workers {
+            tokio::select! {
+                ev = self.events.recv() => match ev {
+                    Some(SlotEvent::Ready) => ready += 1,
+                    Some(SlotEvent::AppLoadFailed) => {
+                        self.sup.stop();
+                        return Err(ServerError::AppLoad(self.cfg.app.clone()));
+                    }
+                    Some(SlotEvent::StartFailed(e)) => {
+                        start_failures += 1;
+                        if start_failures >= 3 * self.cfg.workers {
+                            self.sup.stop();
+                            return Err(ServerError::WorkerStart(e));
+                        }
+                    }
+                    None => return Err(ServerError::WorkerStart("supervisor stopped".into())),
+                },
+                c = signals.next() => match c {
+                    Control::Reload(_) => tracing::info!("reload requested during start-up; ignored"),
+                    Control::Stop(_) => { self.sup.stop(); return Ok(false); }
+                    Control::Quit(_) => { self.sup.stop(); self.sup.kill_all(); return Ok(false); }
+                },
+            }
+        }
+        tracing::info!(
+            app = %self.cfg.app,
+            workers = self.cfg.workers,
+            threads = self.cfg.threads,
+            generation = self.sup.generation(),
+            startup_ms = self.started.elapsed().as_millis() as u64,
+            "ready"
+        );
+        self.cfg.notify.notify(&format!(
+            "READY=1\nSTATUS=serving {} with {} workers",
+            self.cfg.app, self.cfg.workers
+        ));
+        Ok(true)
+    }
+
+    /// Serves, reloading on request, until asked to stop.
+    async fn run(&mut self, signals: &mut Signals) -> Stop {
+        loop {
+            tokio::select! {
+                // Later slot events (restarts) are logged by the supervisor itself.
+                Some(_) = self.events.recv() => {}
+                c = signals.next() => match c {
+                    Control::Reload(source) => {
+                        tracing::info!(source, "reloading workers");
+                        spawn_reload(&self.sup, &self.cfg.notify);
+                    }
+                    Control::Stop(why) => return Stop::Graceful(why),
+                    Control::Quit(why) => {
+                        tracing::info!(signal = why, "stopping at once");
+                        return Stop::Immediate;
+                    }
+                },
+            }
+        }
+    }
+
+    /// Drains (unless told to stop at once), then stops everything.
+    async fn shutdown(mut self, stop: Stop, signals: &mut Signals) {
+        let drained = match stop {
+            Stop::Graceful(why) => self.drain(why, signals).await,
+            Stop::Immediate => false,
+        };
+        if !drained {
+            self.sup.stop();
+            self.sup.kill_all();
+        }
+        for t in self.side_tasks.iter().chain(&self.accept_tasks) {
+            t.abort();
+        }
+        self.workers.close();
+        self.sup.stop();
+        let slots = std::mem::take(&mut self.slots);
+        let all_exited = async {
+            for s in slots {
+                let _ = s.await;
+            }
+        };
+        if tokio::time::timeout(Duration::from_secs(5), all_exited)
+            .await
+            .is_err()
+        {
+            self.sup.kill_all();
+        }
+        if drained {
+            // Idle connections got their close; give in-flight responses a moment to flush.
+            let _ = tokio::time::timeout(Duration::from_secs(2), self.conns.all_closed()).await;
+        }
+        if let Some(log) = &self.front.access_log {
+            log.shutdown();
+        }
+        drop(self.pid_file.take());
+        tracing::info!("stopped");
+    }
+
+    /// Readiness off and the drain delay (balancers stop routing here while everything
+    /// keeps serving), then listeners close and requests in flight finish within
+    /// `--graceful-timeout`. False if a second signal cut it short.
+    async fn drain(&mut self, why: &'static str, signals: &mut Signals) -> bool {
+        self.state.draining.store(true, Ordering::Release);
+        self.cfg.notify.notify("STOPPING=1\nSTATUS=draining");
+        tracing::info!(
+            signal = why,
+            drain_delay_s = self.cfg.drain_delay.as_secs(),
+            graceful_timeout_s = self.cfg.graceful_timeout.as_secs(),
+            "shutting down: readiness is off; still serving during the drain delay"
+        );
+        tokio::select! {
+            _ = tokio::time::sleep(self.cfg.drain_delay) => {}
+            c = next_stop(signals) => {
+                tracing::warn!(signal = c, "second signal: stopping at once");
+                return false;
+            }
+        }
+        tracing::info!(
+            in_flight = self.workers.busy(),
+            "closing listeners; finishing requests in flight"
+        );
+        for t in &self.accept_tasks {
+            t.abort();
+        }
+        for p in &self.unix_paths {
+            let _ = std::fs::remove_file(p);
+        }
+        let _ = self.draining.send(true);
+        let deadline = tokio::time::Instant::now() + self.cfg.graceful_timeout;
+        tokio::select! {
+            _ = self.workers.wait_until(|w| w.busy() == 0) => true,
+            _ = tokio::time::sleep_until(deadline) => {
+                tracing::warn!(in_flight = self.workers.busy(), "graceful timeout reached; stopping with requests in flight");
+                true
+            }
+            c = next_stop(signals) => {
+                tracing::warn!(signal = c, "second signal: stopping at once");
+                false
+            }
+        }
+    }
+}
+
+/// The next request to stop; reloads while stopping are ignored.
+async fn next_stop(signals: &mut Signals) -> &'static str {
+    loop {
+        match signals.next().await {
+            Control::Stop(why) | Control::Quit(why) => return why,
+            Control::Reload(source) => {
+                tracing::info!(source, "reload requested while stopping; ignored")
+            }
+        }
+    }
+}
+
+fn spawn_reload(sup: &Arc<Supervisor>, notifier: &StateNotifier) {
+    let sup = sup.clone();
+    let notifier = notifier.clone();
+    notifier.notify("RELOADING=1\nSTATUS=reloading");
+    tokio::spawn(async move {
+        let status = match sup.clone().reload().await {
+            Ok(g) => format!("READY=1\nSTATUS=serving generation {g}"),
+            Err(_) => format!(
+                "READY=1\nSTATUS=reload failed; generation {} serving",
+                sup.generation()
+            ),
+        };
+        notifier.notify(&status);
+    });
+}
