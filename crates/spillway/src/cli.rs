@@ -1,10 +1,38 @@
-//! The command line as the user types it: flags mirrored one to one, nothing derived.
-//! Every serve option is an `Option` so that precedence (flag > `SPILLWAY_*` env > config
-//! file > default) can be resolved afterwards in `settings`.
+//! The command line: every serve option is defined here once, with its name, help, default
+//! (a named constant, which clap prints as `[default: …]`), validation and environment
+//! variable. The config file's keys are these options' long names and go through the same
+//! parsers (see `settings`), so nothing about an option is written twice.
 
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+
+/// Defaults of the serve options, quoted by `--help` and read by nothing else.
+pub mod defaults {
+    pub const BIND: &str = "127.0.0.1:8000";
+    pub const THREADS: u16 = 4;
+    pub const BACKLOG: u32 = 4096;
+    pub const KEEP_ALIVE: u64 = 75;
+    pub const HEADER_TIMEOUT: u64 = 10;
+    pub const GRACEFUL_TIMEOUT: u64 = 30;
+    pub const MAX_QUEUE: u32 = 1024;
+    pub const QUEUE_TIMEOUT: u64 = 30;
+    pub const MAX_CONNECTIONS: u32 = 10_000;
+    pub const TIMEOUT: u64 = 60;
+    pub const MAX_REQUESTS: u64 = 0;
+    pub const MAX_REQUESTS_JITTER: u64 = 0;
+    pub const MAX_WORKER_MEMORY: u64 = 0;
+    pub const DRAIN_DELAY: u64 = 5;
+    pub const FORWARDED_ALLOW_IPS: &str = "127.0.0.1,::1";
+    pub const LIMIT_REQUEST_LINE: u32 = 4094;
+    pub const LIMIT_REQUEST_FIELDS: u32 = 100;
+    pub const LIMIT_REQUEST_FIELD_SIZE: u32 = 8190;
+    pub const FRONT_THREADS: u16 = 1;
+    pub const LOG_LEVEL: &str = "info";
+}
+
+/// The longest header field a frame can carry (a header name is u16-prefixed).
+pub const MAX_FIELD_SIZE: u32 = 65_536;
 
 /// An application server for Python WSGI web APIs.
 #[derive(Parser, Debug)]
@@ -45,7 +73,7 @@ pub enum Command {
 }
 
 /// Options of `spillway APP`.
-#[derive(Args, Debug, Default)]
+#[derive(Args, Debug)]
 pub struct ServeArgs {
     /// The WSGI application: module:callable, module:factory() or path/to/file.py:callable.
     #[arg(value_name = "APP", env = "SPILLWAY_APP")]
@@ -55,15 +83,10 @@ pub struct ServeArgs {
     #[arg(short = 'c', long, value_name = "FILE", env = "SPILLWAY_CONFIG")]
     pub config: Option<PathBuf>,
 
-    /// Address to listen on: HOST:PORT, [::]:PORT or unix:/path. Repeatable.
-    /// [default: 127.0.0.1:8000]
-    #[arg(
-        short = 'b',
-        long,
-        value_name = "ADDR",
-        env = "SPILLWAY_BIND",
-        value_delimiter = ','
-    )]
+    /// Address to listen on: HOST:PORT, [::]:PORT (IPv6 only), :PORT (all IPv4) or
+    /// unix:/path. Repeatable.
+    #[arg(short = 'b', long, value_name = "ADDR", env = "SPILLWAY_BIND",
+          value_delimiter = ',', default_value = defaults::BIND)]
     pub bind: Vec<String>,
 
     /// Worker processes, each embedding its own Python interpreter. [default: number of CPUs]
@@ -71,76 +94,73 @@ pub struct ServeArgs {
           value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub workers: Option<u16>,
 
-    /// Python threads per worker calling the application concurrently. [default: 4]
-    #[arg(long, value_name = "N", env = "SPILLWAY_THREADS",
+    /// Python threads per worker calling the application concurrently.
+    #[arg(long, value_name = "N", env = "SPILLWAY_THREADS", default_value_t = defaults::THREADS,
           value_parser = clap::value_parser!(u16).range(1..=1024))]
-    pub threads: Option<u16>,
+    pub threads: u16,
 
     /// listen() backlog: the kernel accept queue; capped by net.core.somaxconn, which is
-    /// logged at start. [default: 4096]
-    #[arg(long, value_name = "N", env = "SPILLWAY_BACKLOG",
+    /// logged at start.
+    #[arg(long, value_name = "N", env = "SPILLWAY_BACKLOG", default_value_t = defaults::BACKLOG,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
-    pub backlog: Option<u32>,
+    pub backlog: u32,
 
     /// Seconds an idle keep-alive connection stays open, announced as `Keep-Alive: timeout=N`.
-    /// Keep it above your proxy's pool idle timeout. [default: 75]
-    #[arg(long, value_name = "SECS", env = "SPILLWAY_KEEP_ALIVE",
+    /// Keep it above your proxy's pool idle timeout.
+    #[arg(long, value_name = "SECS", env = "SPILLWAY_KEEP_ALIVE", default_value_t = defaults::KEEP_ALIVE,
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
-    pub keep_alive: Option<u64>,
+    pub keep_alive: u64,
 
     /// Seconds a client has to send a complete request head once it started one (and a new
-    /// connection to send its first). Slower clients are disconnected. [default: 10]
-    #[arg(long, value_name = "SECS", env = "SPILLWAY_HEADER_TIMEOUT",
+    /// connection to send its first). Slower clients are disconnected.
+    #[arg(long, value_name = "SECS", env = "SPILLWAY_HEADER_TIMEOUT", default_value_t = defaults::HEADER_TIMEOUT,
           value_parser = clap::value_parser!(u64).range(1..=3_600))]
-    pub header_timeout: Option<u64>,
+    pub header_timeout: u64,
 
-    /// Seconds that shutdown waits for requests in flight. [default: 30]
-    #[arg(long, value_name = "SECS", env = "SPILLWAY_GRACEFUL_TIMEOUT",
+    /// Seconds that shutdown waits for requests in flight.
+    #[arg(long, value_name = "SECS", env = "SPILLWAY_GRACEFUL_TIMEOUT", default_value_t = defaults::GRACEFUL_TIMEOUT,
           value_parser = clap::value_parser!(u64).range(0..=86_400))]
-    pub graceful_timeout: Option<u64>,
+    pub graceful_timeout: u64,
 
     /// Most requests waiting for a free Python thread; more get 503 with Retry-After at once.
-    /// [default: 1024]
-    #[arg(long, value_name = "N", env = "SPILLWAY_MAX_QUEUE",
+    #[arg(long, value_name = "N", env = "SPILLWAY_MAX_QUEUE", default_value_t = defaults::MAX_QUEUE,
           value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
-    pub max_queue: Option<u32>,
+    pub max_queue: u32,
 
     /// Seconds a request may wait for a free Python thread; longer gets 503 with Retry-After.
-    /// [default: 30]
-    #[arg(long, value_name = "SECS", env = "SPILLWAY_QUEUE_TIMEOUT",
+    #[arg(long, value_name = "SECS", env = "SPILLWAY_QUEUE_TIMEOUT", default_value_t = defaults::QUEUE_TIMEOUT,
           value_parser = clap::value_parser!(u64).range(1..=3_600))]
-    pub queue_timeout: Option<u64>,
+    pub queue_timeout: u64,
 
     /// Most open client connections; past it the front stops accepting (new connections wait
-    /// in the kernel queue) until the count falls below 90%. [default: 10000]
-    #[arg(long, value_name = "N", env = "SPILLWAY_MAX_CONNECTIONS",
+    /// in the kernel queue) until the count falls below 90%.
+    #[arg(long, value_name = "N", env = "SPILLWAY_MAX_CONNECTIONS", default_value_t = defaults::MAX_CONNECTIONS,
           value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
-    pub max_connections: Option<u32>,
+    pub max_connections: u32,
 
     /// Seconds until a response must start (and longest pause between body chunks); longer
     /// gets 504 and the Python thread is marked stuck. A worker stuck longer than
-    /// --graceful-timeout is replaced. [default: 60]
-    #[arg(long, value_name = "SECS", env = "SPILLWAY_TIMEOUT",
+    /// --graceful-timeout is replaced.
+    #[arg(long, value_name = "SECS", env = "SPILLWAY_TIMEOUT", default_value_t = defaults::TIMEOUT,
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
-    pub timeout: Option<u64>,
+    pub timeout: u64,
 
     /// Replace a worker after it served this many requests (0: never); the replacement
-    /// starts first, so no request sees it. [default: 0]
-    #[arg(long, value_name = "N", env = "SPILLWAY_MAX_REQUESTS",
+    /// starts first, so no request sees it.
+    #[arg(long, value_name = "N", env = "SPILLWAY_MAX_REQUESTS", default_value_t = defaults::MAX_REQUESTS,
           value_parser = clap::value_parser!(u64))]
-    pub max_requests: Option<u64>,
+    pub max_requests: u64,
 
     /// Up to this many extra requests per worker before replacement, chosen at random, so
-    /// workers do not all restart together. [default: 0]
-    #[arg(long, value_name = "N", env = "SPILLWAY_MAX_REQUESTS_JITTER",
+    /// workers do not all restart together.
+    #[arg(long, value_name = "N", env = "SPILLWAY_MAX_REQUESTS_JITTER", default_value_t = defaults::MAX_REQUESTS_JITTER,
           value_parser = clap::value_parser!(u64))]
-    pub max_requests_jitter: Option<u64>,
+    pub max_requests_jitter: u64,
 
     /// Replace a worker whose resident memory exceeds this many MiB (0: no limit).
-    /// [default: 0]
-    #[arg(long, value_name = "MIB", env = "SPILLWAY_MAX_WORKER_MEMORY",
+    #[arg(long, value_name = "MIB", env = "SPILLWAY_MAX_WORKER_MEMORY", default_value_t = defaults::MAX_WORKER_MEMORY,
           value_parser = clap::value_parser!(u64).range(0..=1_048_576))]
-    pub max_worker_memory: Option<u64>,
+    pub max_worker_memory: u64,
 
     /// Admin endpoint: HOST:PORT or unix:/path, serving /healthz, /readyz, /status and
     /// POST /reload. Bind it to loopback or a unix socket. [default: off]
@@ -153,10 +173,10 @@ pub struct ServeArgs {
     pub agent_check: Option<String>,
 
     /// Seconds that shutdown keeps serving with readiness off, so load balancers stop
-    /// routing here before listeners close. [default: 5]
-    #[arg(long, value_name = "SECS", env = "SPILLWAY_DRAIN_DELAY",
+    /// routing here before listeners close.
+    #[arg(long, value_name = "SECS", env = "SPILLWAY_DRAIN_DELAY", default_value_t = defaults::DRAIN_DELAY,
           value_parser = clap::value_parser!(u64).range(0..=3_600))]
-    pub drain_delay: Option<u64>,
+    pub drain_delay: u64,
 
     /// Write the front's pid here (removed at exit); `spillway reload --pid-file` uses it.
     /// [default: none]
@@ -170,35 +190,38 @@ pub struct ServeArgs {
     pub proxy_protocol: bool,
 
     /// Peers (IPs or CIDRs, comma-separated, `*` for all) whose PROXY headers and
-    /// X-Forwarded-For / X-Forwarded-Proto are believed. [default: 127.0.0.1,::1]
-    #[arg(long, value_name = "LIST", env = "SPILLWAY_FORWARDED_ALLOW_IPS")]
-    pub forwarded_allow_ips: Option<String>,
+    /// X-Forwarded-For / X-Forwarded-Proto are believed.
+    #[arg(long, value_name = "LIST", env = "SPILLWAY_FORWARDED_ALLOW_IPS",
+          default_value = defaults::FORWARDED_ALLOW_IPS)]
+    pub forwarded_allow_ips: String,
 
     /// Development: reload the workers when a Python file under the working directory or
     /// --pythonpath changes (polled once a second). [default: off]
     #[arg(long, env = "SPILLWAY_RELOAD")]
     pub reload: bool,
 
-    /// Longest request target in bytes; longer gets 414. [default: 4094]
-    #[arg(long, value_name = "BYTES", env = "SPILLWAY_LIMIT_REQUEST_LINE",
+    /// Longest request target in bytes; longer gets 414.
+    #[arg(long, value_name = "BYTES", env = "SPILLWAY_LIMIT_REQUEST_LINE", default_value_t = defaults::LIMIT_REQUEST_LINE,
           value_parser = clap::value_parser!(u32).range(64..=1_048_576))]
-    pub limit_request_line: Option<u32>,
+    pub limit_request_line: u32,
 
-    /// Most header fields in a request; more gets 431. [default: 100]
-    #[arg(long, value_name = "N", env = "SPILLWAY_LIMIT_REQUEST_FIELDS",
+    /// Most header fields in a request; more gets 431.
+    #[arg(long, value_name = "N", env = "SPILLWAY_LIMIT_REQUEST_FIELDS", default_value_t = defaults::LIMIT_REQUEST_FIELDS,
           value_parser = clap::value_parser!(u32).range(1..=10_000))]
-    pub limit_request_fields: Option<u32>,
+    pub limit_request_fields: u32,
 
-    /// Longest header field (name and value) in bytes; longer gets 431. [default: 8190]
+    /// Longest header field (name and value) in bytes, at most 65536; longer gets 431.
     #[arg(long, value_name = "BYTES", env = "SPILLWAY_LIMIT_REQUEST_FIELD_SIZE",
-          value_parser = clap::value_parser!(u32).range(64..=1_048_576))]
-    pub limit_request_field_size: Option<u32>,
+          default_value_t = defaults::LIMIT_REQUEST_FIELD_SIZE,
+          value_parser = clap::value_parser!(u32).range(64..=MAX_FIELD_SIZE as i64))]
+    pub limit_request_field_size: u32,
 
     /// Directory to change to before loading the application. [default: current directory]
     #[arg(long, value_name = "DIR", env = "SPILLWAY_CHDIR")]
     pub chdir: Option<PathBuf>,
 
-    /// Directory to prepend to sys.path. Repeatable.
+    /// Directory to prepend to sys.path. Repeatable (`:`-separated in the environment).
+    /// [default: none]
     #[arg(
         long,
         value_name = "DIR",
@@ -211,7 +234,8 @@ pub struct ServeArgs {
     #[arg(long, value_name = "DIR", env = "SPILLWAY_VIRTUALENV")]
     pub virtualenv: Option<PathBuf>,
 
-    /// Environment variable for the application, KEY=VALUE. Repeatable.
+    /// Environment variable for the application, KEY=VALUE. Repeatable (a table in the
+    /// config file: `env = { KEY = "value" }`). [default: none]
     #[arg(long = "env", value_name = "KEY=VALUE")]
     pub env: Vec<String>,
 
@@ -224,14 +248,16 @@ pub struct ServeArgs {
     pub access_log: Option<String>,
 
     /// Event-loop threads in the front process. 1 is fastest up to a few cores: the front
-    /// does little per request and cross-thread wake-ups cost more than they bring. [default: 1]
-    #[arg(long, value_name = "N", env = "SPILLWAY_FRONT_THREADS",
+    /// does little per request and cross-thread wake-ups cost more than they bring.
+    #[arg(long, value_name = "N", env = "SPILLWAY_FRONT_THREADS", default_value_t = defaults::FRONT_THREADS,
           value_parser = clap::value_parser!(u16).range(1..=256))]
-    pub front_threads: Option<u16>,
+    pub front_threads: u16,
 
-    /// Log level: error, warn, info, debug or trace. [default: info]
-    #[arg(long, value_name = "LEVEL", env = "SPILLWAY_LOG_LEVEL")]
-    pub log_level: Option<String>,
+    /// Log level.
+    #[arg(long, value_name = "LEVEL", env = "SPILLWAY_LOG_LEVEL", default_value = defaults::LOG_LEVEL,
+          ignore_case = true,
+          value_parser = clap::builder::PossibleValuesParser::new(["error", "warn", "info", "debug", "trace"]))]
+    pub log_level: String,
 }
 
 /// Arguments of `spillway reload`.
@@ -266,7 +292,32 @@ pub struct WorkerArgs {
     /// Log level.
     #[arg(long, default_value = "info")]
     pub log_level: String,
-    /// Generation number.
-    #[arg(long, default_value_t = 1)]
-    pub generation: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_serve_option_has_help_and_an_environment_variable_or_is_repeatable() {
+        let cmd = Cli::command();
+        for arg in cmd.get_arguments() {
+            let Some(long) = arg.get_long() else { continue };
+            if matches!(long, "help" | "version") {
+                continue;
+            }
+            assert!(arg.get_help().is_some(), "--{long} has no help");
+            let env = arg.get_env().map(|e| e.to_string_lossy().into_owned());
+            if long != "env" {
+                let want = format!("SPILLWAY_{}", long.to_ascii_uppercase().replace('-', "_"));
+                assert_eq!(env.as_deref(), Some(want.as_str()), "--{long}");
+            }
+        }
+    }
 }

@@ -8,10 +8,9 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use cli::{Cli, Command};
+use cli::Command;
 
 fn init_logging(level: &str) {
     let filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));
@@ -26,13 +25,7 @@ fn init_logging(level: &str) {
 /// A clap error as one line; a bad value that came from `SPILLWAY_*` names that variable.
 fn one_line_error(e: &clap::Error) -> String {
     use clap::error::{ContextKind, ContextValue};
-    let rendered = e.render().to_string();
-    let first = rendered
-        .lines()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("invalid arguments")
-        .trim_start_matches("error: ")
-        .to_owned();
+    let first = settings::first_line(e);
     let Some(ContextValue::String(arg)) = e.get(ContextKind::InvalidArg) else {
         return first;
     };
@@ -53,9 +46,9 @@ fn one_line_error(e: &clap::Error) -> String {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match settings::parse(std::env::args_os().collect()) {
         Ok(cli) => cli,
-        Err(e) => {
+        Err(settings::SettingsError::Clap(e)) => {
             use clap::error::ErrorKind;
             if matches!(
                 e.kind(),
@@ -66,6 +59,10 @@ fn main() -> ExitCode {
                 e.exit();
             }
             eprintln!("spillway: {}", one_line_error(&e));
+            return ExitCode::from(2);
+        }
+        Err(e) => {
+            eprintln!("spillway: {e}");
             return ExitCode::from(2);
         }
     };
@@ -111,14 +108,13 @@ fn reload(args: cli::ReloadArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn serve(mut args: cli::ServeArgs) -> anyhow::Result<ExitCode> {
+fn serve(args: cli::ServeArgs) -> anyhow::Result<ExitCode> {
     if !cfg!(feature = "python") {
         anyhow::bail!(
             "this spillway was built without the `python` feature: it runs `doctor` and `bench` \
              but cannot serve an application (build with default features)"
         );
     }
-    settings::merge_file(&mut args)?;
     let settings = settings::resolve(args)?;
     init_logging(&settings.log_level);
     let mut cfg = settings.server;

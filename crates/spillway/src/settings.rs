@@ -1,16 +1,22 @@
-//! Resolves the serve options: flag > `SPILLWAY_*` environment (both already merged by
-//! clap) > config file > default, then validates everything once into the typed
-//! `ServerConfig` the front reads. Every error is one line naming the option and what is
-//! allowed.
+//! Resolves the serve options: flag > `SPILLWAY_*` environment > config file > default,
+//! then validates everything once into the typed `ServerConfig` the front reads. Every
+//! error is one line naming the option and what is allowed.
+//!
+//! The config file adds nothing of its own: each key is an option's long name, and its
+//! value is handed to clap as if typed on the command line, after the flags, for exactly
+//! the options neither a flag nor the environment set (clap records each value's source).
+//! So each option's parser, range and default exist once, in `cli`.
 
 use std::ffi::OsString;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use clap::parser::ValueSource;
+use clap::{ArgAction, ArgMatches, CommandFactory, FromArgMatches};
 use spillway_server::{AccessLog, BindAddr, ServerConfig, WorkerCommand};
 
-use crate::cli::ServeArgs;
+use crate::cli::{Cli, ServeArgs};
 
 /// A configuration mistake, reported as one line.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +37,9 @@ pub enum SettingsError {
         /// What is wrong and what is allowed.
         msg: String,
     },
+    /// The command line itself (clap's own message, rendered by the caller).
+    #[error(transparent)]
+    Clap(#[from] clap::Error),
 }
 
 fn bad(key: &str, msg: impl Into<String>) -> SettingsError {
@@ -40,201 +49,156 @@ fn bad(key: &str, msg: impl Into<String>) -> SettingsError {
     }
 }
 
-/// Keys a config file may hold (dashes and underscores are equivalent).
-const FILE_KEYS: &[&str] = &[
-    "app",
-    "bind",
-    "workers",
-    "threads",
-    "backlog",
-    "keep_alive",
-    "header_timeout",
-    "graceful_timeout",
-    "limit_request_line",
-    "limit_request_fields",
-    "limit_request_field_size",
-    "chdir",
-    "pythonpath",
-    "virtualenv",
-    "env",
-    "root_path",
-    "access_log",
-    "log_level",
-    "front_threads",
-    "max_queue",
-    "queue_timeout",
-    "max_connections",
-    "timeout",
-    "max_requests",
-    "max_requests_jitter",
-    "max_worker_memory",
-    "admin",
-    "agent_check",
-    "drain_delay",
-    "pid_file",
-    "reload",
-    "proxy_protocol",
-    "forwarded_allow_ips",
-];
+/// Options that are not config file keys: the file itself, and clap's own.
+const NOT_FILE_KEYS: &[&str] = &["config", "help", "version"];
 
-/// Log levels accepted by `--log-level`.
-pub const LOG_LEVELS: &[&str] = &["error", "warn", "info", "debug", "trace"];
-
-/// Fills options not given by flag or environment from the config file.
-pub fn merge_file(args: &mut ServeArgs) -> Result<(), SettingsError> {
-    let Some(path) = args.config.clone() else {
-        return Ok(());
+/// Parses the command line, then the config file it names (if any), into one [`Cli`].
+pub fn parse(argv: Vec<OsString>) -> Result<Cli, SettingsError> {
+    let matches = Cli::command().try_get_matches_from(&argv)?;
+    let cli = Cli::from_arg_matches(&matches)?;
+    let Some(path) = cli.serve.config.clone().filter(|_| cli.command.is_none()) else {
+        return Ok(cli);
     };
+    let (mut extra, app) = file_args(&path, &matches)?;
+    if extra.is_empty() && app.is_none() {
+        return Ok(cli);
+    }
+    let mut argv = argv;
+    argv.append(&mut extra);
+    argv.extend(app);
+    let matches = Cli::command().try_get_matches_from(&argv)?;
+    Ok(Cli::from_arg_matches(&matches)?)
+}
+
+/// The config file's values as command-line arguments, for the options that neither a
+/// flag nor the environment set; and APP, if the file names it and nothing else did.
+fn file_args(
+    path: &Path,
+    matches: &ArgMatches,
+) -> Result<(Vec<OsString>, Option<OsString>), SettingsError> {
     let shown = path.display().to_string();
-    let text = std::fs::read_to_string(&path).map_err(|e| SettingsError::File {
+    let file_err = |msg: String| SettingsError::File {
         path: shown.clone(),
-        msg: e.to_string(),
-    })?;
+        msg,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| file_err(e.to_string()))?;
     let table: toml::Table = text
         .parse()
-        .map_err(|e: toml::de::Error| SettingsError::File {
-            path: shown.clone(),
-            msg: e.message().replace('\n', " "),
-        })?;
+        .map_err(|e: toml::de::Error| file_err(e.message().replace('\n', " ")))?;
+    let cmd = Cli::command();
+    let keys: Vec<&clap::Arg> = cmd
+        .get_arguments()
+        .filter(|a| {
+            a.get_id() == "app" || a.get_long().is_some_and(|l| !NOT_FILE_KEYS.contains(&l))
+        })
+        .collect();
+    let mut args = Vec::new();
+    let mut app = None;
     for (raw_key, value) in table {
-        let key = raw_key.replace('-', "_");
-        if !FILE_KEYS.contains(&key.as_str()) {
-            return Err(SettingsError::File {
-                path: shown,
-                msg: format!(
-                    "unknown key '{raw_key}' (allowed: {})",
-                    FILE_KEYS.join(", ")
-                ),
-            });
+        let key = raw_key.replace('_', "-");
+        let Some(arg) = keys.iter().find(|a| a.get_long().unwrap_or("app") == key) else {
+            let allowed: Vec<&str> = keys.iter().map(|a| a.get_long().unwrap_or("app")).collect();
+            return Err(file_err(format!(
+                "unknown key '{raw_key}' (allowed: {})",
+                allowed.join(", ").replace('-', "_")
+            )));
+        };
+        let ctx = format!("{shown}: {}", key.replace('-', "_"));
+        let values = toml_values(&ctx, &key, value)?;
+        for v in &values {
+            check_value(arg, &ctx, v)?;
         }
-        let ctx = format!("{shown}: {key}");
-        match key.as_str() {
-            "app" => fill(&mut args.app, || string(&ctx, value)),
-            "bind" => fill_vec(&mut args.bind, || strings(&ctx, value)),
-            "workers" => fill(&mut args.workers, || int(&ctx, value, 1, 1024)),
-            "threads" => fill(&mut args.threads, || int(&ctx, value, 1, 1024)),
-            "backlog" => fill(&mut args.backlog, || int(&ctx, value, 1, 1_000_000)),
-            "keep_alive" => fill(&mut args.keep_alive, || int(&ctx, value, 1, 86_400)),
-            "header_timeout" => fill(&mut args.header_timeout, || int(&ctx, value, 1, 3_600)),
-            "graceful_timeout" => fill(&mut args.graceful_timeout, || int(&ctx, value, 0, 86_400)),
-            "limit_request_line" => fill(&mut args.limit_request_line, || {
-                int(&ctx, value, 64, 1_048_576)
-            }),
-            "limit_request_fields" => fill(&mut args.limit_request_fields, || {
-                int(&ctx, value, 1, 10_000)
-            }),
-            "limit_request_field_size" => fill(&mut args.limit_request_field_size, || {
-                int(&ctx, value, 64, 1_048_576)
-            }),
-            "chdir" => fill(&mut args.chdir, || string(&ctx, value).map(PathBuf::from)),
-            "pythonpath" => fill_vec(&mut args.pythonpath, || {
-                strings(&ctx, value).map(|v| v.into_iter().map(PathBuf::from).collect())
-            }),
-            "virtualenv" => fill(&mut args.virtualenv, || {
-                string(&ctx, value).map(PathBuf::from)
-            }),
-            "env" => fill_vec(&mut args.env, || env_table(&ctx, value)),
-            "root_path" => fill(&mut args.root_path, || string(&ctx, value)),
-            "access_log" => fill(&mut args.access_log, || string(&ctx, value)),
-            "log_level" => fill(&mut args.log_level, || string(&ctx, value)),
-            "front_threads" => fill(&mut args.front_threads, || int(&ctx, value, 1, 256)),
-            "max_queue" => fill(&mut args.max_queue, || int(&ctx, value, 0, 1_000_000)),
-            "queue_timeout" => fill(&mut args.queue_timeout, || int(&ctx, value, 1, 3_600)),
-            "max_connections" => fill(&mut args.max_connections, || {
-                int(&ctx, value, 1, 10_000_000)
-            }),
-            "timeout" => fill(&mut args.timeout, || int(&ctx, value, 1, 86_400)),
-            "max_requests" => fill(&mut args.max_requests, || int(&ctx, value, 0, i64::MAX)),
-            "max_requests_jitter" => fill(&mut args.max_requests_jitter, || {
-                int(&ctx, value, 0, i64::MAX)
-            }),
-            "max_worker_memory" => fill(&mut args.max_worker_memory, || {
-                int(&ctx, value, 0, 1_048_576)
-            }),
-            _ => Ok(()),
-        }?;
+        let id = arg.get_id().as_str();
+        if matches!(
+            matches.value_source(id),
+            Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+        ) {
+            continue;
+        }
+        if id == "app" {
+            app = values.into_iter().next().map(OsString::from);
+        } else if matches!(arg.get_action(), ArgAction::SetTrue) {
+            if values.iter().any(|v| v == "true") {
+                args.push(OsString::from(format!("--{key}")));
+            }
+        } else {
+            args.extend(
+                values
+                    .into_iter()
+                    .map(|v| OsString::from(format!("--{key}={v}"))),
+            );
+        }
     }
-    Ok(())
+    Ok((args, app))
 }
 
-fn fill<T>(
-    slot: &mut Option<T>,
-    get: impl FnOnce() -> Result<T, SettingsError>,
-) -> Result<(), SettingsError> {
-    let v = get()?;
-    if slot.is_none() {
-        *slot = Some(v);
-    }
-    Ok(())
-}
-
-fn fill_vec<T>(
-    slot: &mut Vec<T>,
-    get: impl FnOnce() -> Result<Vec<T>, SettingsError>,
-) -> Result<(), SettingsError> {
-    let v = get()?;
-    if slot.is_empty() {
-        *slot = v;
-    }
-    Ok(())
-}
-
-fn string(key: &str, v: toml::Value) -> Result<String, SettingsError> {
-    match v {
+/// A TOML value as the strings a flag would take: one per list element, `KEY=VALUE` for
+/// the `env` table.
+fn toml_values(ctx: &str, key: &str, v: toml::Value) -> Result<Vec<String>, SettingsError> {
+    let one = |v: toml::Value| match v {
         toml::Value::String(s) => Ok(s),
+        toml::Value::Integer(i) => Ok(i.to_string()),
+        toml::Value::Boolean(b) => Ok(b.to_string()),
         other => Err(bad(
-            key,
-            format!("expected a string, got {}", other.type_str()),
+            ctx,
+            format!("expected a string or a number, got {}", other.type_str()),
         )),
-    }
-}
-
-fn strings(key: &str, v: toml::Value) -> Result<Vec<String>, SettingsError> {
+    };
     match v {
-        toml::Value::String(s) => Ok(vec![s]),
-        toml::Value::Array(a) => a.into_iter().map(|x| string(key, x)).collect(),
-        other => Err(bad(
-            key,
-            format!(
-                "expected a string or a list of strings, got {}",
-                other.type_str()
-            ),
-        )),
-    }
-}
-
-fn int<T: TryFrom<i64>>(key: &str, v: toml::Value, min: i64, max: i64) -> Result<T, SettingsError> {
-    match v {
-        toml::Value::Integer(i) if (min..=max).contains(&i) => {
-            T::try_from(i).map_err(|_| bad(key, format!("expected an integer from {min} to {max}")))
-        }
-        toml::Value::Integer(i) => Err(bad(
-            key,
-            format!("{i} is out of range: expected an integer from {min} to {max}"),
-        )),
-        other => Err(bad(
-            key,
-            format!(
-                "expected an integer from {min} to {max}, got {}",
-                other.type_str()
-            ),
-        )),
-    }
-}
-
-fn env_table(key: &str, v: toml::Value) -> Result<Vec<String>, SettingsError> {
-    match v {
-        toml::Value::Table(t) => t
+        toml::Value::Array(a) => a.into_iter().map(one).collect(),
+        toml::Value::Table(t) if key == "env" => t
             .into_iter()
             .map(|(k, v)| match v {
                 toml::Value::String(s) => Ok(format!("{k}={s}")),
                 other => Err(bad(
-                    key,
+                    ctx,
                     format!("value of {k} must be a string, got {}", other.type_str()),
                 )),
             })
             .collect(),
-        other => strings(key, other),
+        other => Ok(vec![one(other)?]),
+    }
+}
+
+/// Runs the option's own parser on a value from the file, so the error names the file
+/// and the key rather than a flag the user never typed.
+fn check_value(arg: &clap::Arg, ctx: &str, v: &str) -> Result<(), SettingsError> {
+    if matches!(arg.get_action(), ArgAction::SetTrue) {
+        return match v {
+            "true" | "false" => Ok(()),
+            _ => Err(bad(ctx, format!("expected true or false, got {v:?}"))),
+        };
+    }
+    // The option alone, with its own parser, on a command line of one value.
+    let alone = clap::Command::new("spillway")
+        .no_binary_name(true)
+        .arg(arg.clone().env(None::<&str>).default_value(None::<&str>));
+    let value: Vec<OsString> = match arg.get_long() {
+        Some(long) => vec![format!("--{long}").into(), v.into()],
+        None => vec![v.into()],
+    };
+    alone
+        .try_get_matches_from(value)
+        .map(|_| ())
+        .map_err(|e| bad(ctx, first_line(&e)))
+}
+
+/// The first line of a clap error, without its `error:` prefix.
+/// With the allowed values, when clap lists them on a line of their own.
+pub fn first_line(e: &clap::Error) -> String {
+    let rendered = e.render().to_string();
+    let first = rendered
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("invalid arguments")
+        .trim_start_matches("error: ");
+    match rendered
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("[possible values:"))
+    {
+        Some(allowed) => format!("{first} {allowed}"),
+        None => first.to_owned(),
     }
 }
 
@@ -248,8 +212,7 @@ pub struct Settings {
     pub front_threads: usize,
 }
 
-fn parse_bind(s: &str) -> Result<Vec<BindAddr>, SettingsError> {
-    let key = "--bind";
+fn parse_bind(key: &str, s: &str) -> Result<Vec<BindAddr>, SettingsError> {
     if let Some(path) = s.strip_prefix("unix:") {
         if path.is_empty() {
             return Err(bad(
@@ -292,9 +255,13 @@ fn existing_dir(key: &str, p: &Path) -> Result<PathBuf, SettingsError> {
     }
 }
 
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
 /// Validates the merged options into [`Settings`].
 pub fn resolve(args: ServeArgs) -> Result<Settings, SettingsError> {
-    let app = args.app.ok_or_else(|| {
+    let app = args.app.clone().ok_or_else(|| {
         bad(
             "APP",
             "missing: give module:callable, module:factory() or path/to/file.py:callable",
@@ -303,14 +270,9 @@ pub fn resolve(args: ServeArgs) -> Result<Settings, SettingsError> {
     if app.trim().is_empty() {
         return Err(bad("APP", "is empty: give module:callable"));
     }
-    let bind_specs = if args.bind.is_empty() {
-        vec!["127.0.0.1:8000".to_owned()]
-    } else {
-        args.bind
-    };
     let mut binds = Vec::new();
-    for b in &bind_specs {
-        for a in parse_bind(b)? {
+    for b in &args.bind {
+        for a in parse_bind("--bind", b)? {
             if !binds.contains(&a) {
                 binds.push(a);
             }
@@ -320,43 +282,116 @@ pub fn resolve(args: ServeArgs) -> Result<Settings, SettingsError> {
         Some(w) => w as usize,
         None => std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
-    let threads = args.threads.unwrap_or(4);
-    let log_level = args
-        .log_level
-        .unwrap_or_else(|| "info".to_owned())
-        .to_ascii_lowercase();
-    if !LOG_LEVELS.contains(&log_level.as_str()) {
-        return Err(bad(
-            "--log-level",
-            format!("'{log_level}' is not one of {}", LOG_LEVELS.join(", ")),
-        ));
-    }
-    let root_path = match args.root_path {
-        None => String::new(),
-        Some(r) => {
-            let trimmed = r.trim_end_matches('/').to_owned();
-            if !trimmed.is_empty() && !trimmed.starts_with('/') {
-                return Err(bad(
-                    "--root-path",
-                    format!("'{r}' must start with /, e.g. /identity"),
-                ));
-            }
-            trimmed
-        }
-    };
-    let access_log = match args.access_log.as_deref() {
-        None | Some("") => None,
-        Some("-") => Some(AccessLog::Stdout),
-        Some(p) => Some(AccessLog::File(PathBuf::from(p))),
-    };
+    let log_level = args.log_level.to_ascii_lowercase();
     let chdir = args
         .chdir
         .as_deref()
         .map(|d| existing_dir("--chdir", d))
         .transpose()?;
-    let chdir_for_reload = chdir.clone();
+    let worker_command = worker_command(&args, &app, workers, &log_level, chdir.clone())?;
+    let server = ServerConfig {
+        app,
+        binds,
+        workers,
+        threads: args.threads,
+        backlog: args.backlog,
+        keep_alive: secs(args.keep_alive),
+        header_timeout: secs(args.header_timeout),
+        limit_request_line: args.limit_request_line as usize,
+        limit_request_fields: args.limit_request_fields as usize,
+        limit_request_field_size: args.limit_request_field_size as usize,
+        root_path: root_path(args.root_path.as_deref())?,
+        access_log: match args.access_log.as_deref() {
+            None | Some("") => None,
+            Some("-") => Some(AccessLog::Stdout),
+            Some(p) => Some(AccessLog::File(PathBuf::from(p))),
+        },
+        graceful_timeout: secs(args.graceful_timeout),
+        worker_command,
+        max_queue: args.max_queue as usize,
+        queue_timeout: secs(args.queue_timeout),
+        max_connections: args.max_connections as usize,
+        timeout: secs(args.timeout),
+        max_requests: args.max_requests,
+        max_requests_jitter: args.max_requests_jitter,
+        max_worker_memory: (args.max_worker_memory > 0).then_some(args.max_worker_memory << 20),
+        admin: admin_addr(args.admin.as_deref())?,
+        agent_check: agent_addr(args.agent_check.as_deref())?,
+        drain_delay: secs(args.drain_delay),
+        pid_file: args.pid_file.clone(),
+        reload_roots: if args.reload {
+            let cwd = match &chdir {
+                Some(d) => d.clone(),
+                None => std::env::current_dir()
+                    .map_err(|e| bad("--reload", format!("no working directory: {e}")))?,
+            };
+            spillway_server::reload_roots(&cwd, &args.pythonpath)
+        } else {
+            Vec::new()
+        },
+        proxy_protocol: args.proxy_protocol,
+        forwarded_allow_ips: spillway_server::trusted::TrustedProxies::parse(
+            &args.forwarded_allow_ips,
+        )
+        .map_err(|e| bad("--forwarded-allow-ips", e.to_string()))?,
+        notify: spillway_server::StateNotifier::none(),
+    };
+    Ok(Settings {
+        server,
+        log_level,
+        front_threads: args.front_threads as usize,
+    })
+}
+
+fn root_path(r: Option<&str>) -> Result<String, SettingsError> {
+    let Some(r) = r else {
+        return Ok(String::new());
+    };
+    let trimmed = r.trim_end_matches('/').to_owned();
+    if !trimmed.is_empty() && !trimmed.starts_with('/') {
+        return Err(bad(
+            "--root-path",
+            format!("'{r}' must start with /, e.g. /identity"),
+        ));
+    }
+    Ok(trimmed)
+}
+
+fn admin_addr(a: Option<&str>) -> Result<Option<BindAddr>, SettingsError> {
+    let Some(a) = a else { return Ok(None) };
+    parse_bind("--admin", a)
+        .map_err(|_| bad("--admin", format!("'{a}' is not HOST:PORT or unix:/path")))?
+        .into_iter()
+        .next()
+        .map(Some)
+        .ok_or_else(|| bad("--admin", format!("'{a}' resolves to no address")))
+}
+
+fn agent_addr(a: Option<&str>) -> Result<Option<SocketAddr>, SettingsError> {
+    let Some(a) = a else { return Ok(None) };
+    match parse_bind("--agent-check", a) {
+        Ok(v) => match v.into_iter().next() {
+            Some(BindAddr::Tcp(sa)) => Ok(Some(sa)),
+            _ => Err(bad(
+                "--agent-check",
+                format!("'{a}' must be a TCP HOST:PORT"),
+            )),
+        },
+        Err(_) => Err(bad("--agent-check", format!("'{a}' is not HOST:PORT"))),
+    }
+}
+
+/// How the front starts a worker: this binary again, told the application and what it
+/// needs to import it.
+fn worker_command(
+    args: &ServeArgs,
+    app: &str,
+    workers: usize,
+    log_level: &str,
+    cwd: Option<PathBuf>,
+) -> Result<WorkerCommand, SettingsError> {
     // VIRTUAL_ENV (an activated venv) counts only when nothing else named one.
-    let venv = args.virtualenv.or_else(|| {
+    let venv = args.virtualenv.clone().or_else(|| {
         std::env::var_os("VIRTUAL_ENV")
             .filter(|v| !v.is_empty())
             .map(PathBuf::from)
@@ -386,32 +421,6 @@ pub fn resolve(args: ServeArgs) -> Result<Settings, SettingsError> {
             _ => return Err(bad("--env", format!("'{kv}' is not KEY=VALUE"))),
         }
     }
-    let admin = match args.admin.as_deref() {
-        None => None,
-        Some(a) => match parse_bind(a)
-            .map_err(|_| bad("--admin", format!("'{a}' is not HOST:PORT or unix:/path")))?
-            .into_iter()
-            .next()
-        {
-            Some(b) => Some(b),
-            None => return Err(bad("--admin", format!("'{a}' resolves to no address"))),
-        },
-    };
-    let agent_check = match args.agent_check.as_deref() {
-        None => None,
-        Some(a) => match parse_bind(a) {
-            Ok(v) => match v.into_iter().next() {
-                Some(BindAddr::Tcp(sa)) => Some(sa),
-                _ => {
-                    return Err(bad(
-                        "--agent-check",
-                        format!("'{a}' must be a TCP HOST:PORT"),
-                    ))
-                }
-            },
-            Err(_) => return Err(bad("--agent-check", format!("'{a}' is not HOST:PORT"))),
-        },
-    };
     let program = std::env::current_exe()
         .map_err(|e| bad("spillway", format!("cannot find our own executable: {e}")))?;
     let mut wargs: Vec<OsString> = vec![
@@ -419,11 +428,11 @@ pub fn resolve(args: ServeArgs) -> Result<Settings, SettingsError> {
         "--fd".into(),
         "3".into(),
         "--app".into(),
-        app.clone().into(),
+        app.into(),
         "--threads".into(),
-        threads.to_string().into(),
+        args.threads.to_string().into(),
         "--log-level".into(),
-        log_level.clone().into(),
+        log_level.into(),
     ];
     if workers > 1 {
         wargs.push("--multiprocess".into());
@@ -436,59 +445,11 @@ pub fn resolve(args: ServeArgs) -> Result<Settings, SettingsError> {
         wargs.push("--virtualenv".into());
         wargs.push(v.clone().into());
     }
-    let server = ServerConfig {
-        app,
-        binds,
-        workers,
-        threads,
-        backlog: args.backlog.unwrap_or(4096),
-        keep_alive: Duration::from_secs(args.keep_alive.unwrap_or(75)),
-        header_timeout: Duration::from_secs(args.header_timeout.unwrap_or(10)),
-        limit_request_line: args.limit_request_line.unwrap_or(4094) as usize,
-        limit_request_fields: args.limit_request_fields.unwrap_or(100) as usize,
-        limit_request_field_size: args.limit_request_field_size.unwrap_or(8190) as usize,
-        root_path,
-        access_log,
-        graceful_timeout: Duration::from_secs(args.graceful_timeout.unwrap_or(30)),
-        worker_command: WorkerCommand {
-            program,
-            args: wargs,
-            env,
-            cwd: chdir,
-        },
-        max_queue: args.max_queue.unwrap_or(1024) as usize,
-        queue_timeout: Duration::from_secs(args.queue_timeout.unwrap_or(30)),
-        max_connections: args.max_connections.unwrap_or(10_000) as usize,
-        timeout: Duration::from_secs(args.timeout.unwrap_or(60)),
-        max_requests: args.max_requests.unwrap_or(0),
-        max_requests_jitter: args.max_requests_jitter.unwrap_or(0),
-        max_worker_memory: args.max_worker_memory.filter(|&m| m > 0).map(|m| m << 20),
-        admin,
-        agent_check,
-        drain_delay: Duration::from_secs(args.drain_delay.unwrap_or(5)),
-        pid_file: args.pid_file.clone(),
-        reload_roots: if args.reload {
-            let cwd = match &chdir_for_reload {
-                Some(d) => d.clone(),
-                None => std::env::current_dir()
-                    .map_err(|e| bad("--reload", format!("no working directory: {e}")))?,
-            };
-            spillway_server::reload_roots(&cwd, &args.pythonpath)
-        } else {
-            Vec::new()
-        },
-        proxy_protocol: args.proxy_protocol,
-        forwarded_allow_ips: match args.forwarded_allow_ips.as_deref() {
-            None => spillway_server::trusted::TrustedProxies::default(),
-            Some(list) => spillway_server::trusted::TrustedProxies::parse(list)
-                .map_err(|e| bad("--forwarded-allow-ips", e.to_string()))?,
-        },
-        notify: spillway_server::StateNotifier::none(),
-    };
-    Ok(Settings {
-        server,
-        log_level,
-        front_threads: args.front_threads.unwrap_or(1) as usize,
+    Ok(WorkerCommand {
+        program,
+        args: wargs,
+        env,
+        cwd,
     })
 }
 
@@ -496,65 +457,96 @@ pub fn resolve(args: ServeArgs) -> Result<Settings, SettingsError> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn binds_parse_every_documented_form() {
-        assert_eq!(
-            parse_bind("127.0.0.1:8000").unwrap(),
-            vec![BindAddr::Tcp("127.0.0.1:8000".parse().unwrap())]
-        );
-        assert_eq!(
-            parse_bind("[::]:9000").unwrap(),
-            vec![BindAddr::Tcp("[::]:9000".parse().unwrap())]
-        );
-        assert_eq!(
-            parse_bind("unix:/tmp/x.sock").unwrap(),
-            vec![BindAddr::Unix("/tmp/x.sock".into())]
-        );
-        assert_eq!(
-            parse_bind(":8080").unwrap(),
-            vec![BindAddr::Tcp("0.0.0.0:8080".parse().unwrap())]
-        );
-        assert!(parse_bind("nonsense").is_err());
-        assert!(parse_bind("unix:").is_err());
+    fn argv(a: &[&str]) -> Vec<OsString> {
+        std::iter::once("spillway")
+            .chain(a.iter().copied())
+            .map(OsString::from)
+            .collect()
+    }
+
+    fn config(name: &str, text: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("spillway-settings-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join(name);
+        std::fs::write(&f, text).unwrap();
+        f
     }
 
     #[test]
-    fn file_values_are_checked_with_the_key_in_the_message() {
-        let e = int::<u16>("f: threads", toml::Value::Integer(0), 1, 1024)
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("threads") && e.contains("1 to 1024"), "{e}");
-        let e = string("f: app", toml::Value::Integer(3))
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("expected a string"), "{e}");
+    fn binds_parse_every_documented_form() {
+        let p = |s| parse_bind("--bind", s);
+        assert_eq!(
+            p("127.0.0.1:8000").unwrap(),
+            vec![BindAddr::Tcp("127.0.0.1:8000".parse().unwrap())]
+        );
+        assert_eq!(
+            p("[::]:9000").unwrap(),
+            vec![BindAddr::Tcp("[::]:9000".parse().unwrap())]
+        );
+        assert_eq!(
+            p("unix:/tmp/x.sock").unwrap(),
+            vec![BindAddr::Unix("/tmp/x.sock".into())]
+        );
+        assert_eq!(
+            p(":8080").unwrap(),
+            vec![BindAddr::Tcp("0.0.0.0:8080".parse().unwrap())]
+        );
+        assert!(p("nonsense").is_err());
+        assert!(p("unix:").is_err());
+    }
+
+    #[test]
+    fn defaults_come_from_the_option_definitions() {
+        let cli = parse(argv(&["app:x"])).unwrap();
+        assert_eq!(cli.serve.threads, crate::cli::defaults::THREADS);
+        assert_eq!(cli.serve.keep_alive, crate::cli::defaults::KEEP_ALIVE);
+        assert_eq!(cli.serve.bind, vec![crate::cli::defaults::BIND.to_owned()]);
     }
 
     #[test]
     fn file_fills_only_what_flags_left_open() {
-        let dir = std::env::temp_dir().join(format!("spillway-settings-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let f = dir.join("s.toml");
-        std::fs::write(&f, "threads = 7\nkeep-alive = 5\nenv = { A = \"b\" }\n").unwrap();
-        let mut args = ServeArgs {
-            config: Some(f.clone()),
-            threads: Some(2),
-            ..Default::default()
-        };
-        merge_file(&mut args).unwrap();
-        assert_eq!(args.threads, Some(2));
-        assert_eq!(args.keep_alive, Some(5));
-        assert_eq!(args.env, vec!["A=b".to_owned()]);
-        std::fs::write(&f, "thread = 7\n").unwrap();
-        let mut args = ServeArgs {
-            config: Some(f),
-            ..Default::default()
-        };
-        let e = merge_file(&mut args).unwrap_err().to_string();
+        let f = config(
+            "fill.toml",
+            "threads = 7\nkeep-alive = 5\nenv = { A = \"b\" }\nreload = true\napp = \"file:app\"\n",
+        );
+        let cli = parse(argv(&["--threads", "2", "-c", f.to_str().unwrap()])).unwrap();
+        assert_eq!(cli.serve.threads, 2);
+        assert_eq!(cli.serve.keep_alive, 5);
+        assert_eq!(cli.serve.env, vec!["A=b".to_owned()]);
+        assert!(cli.serve.reload);
+        assert_eq!(cli.serve.app.as_deref(), Some("file:app"));
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_the_file_and_the_key() {
+        let f = config("unknown.toml", "thread = 7\n");
+        let e = parse(argv(&["x:y", "-c", f.to_str().unwrap()]))
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("unknown key 'thread'") && e.contains("threads"),
             "{e}"
         );
         assert!(!e.contains('\n'));
+        let f = config("range.toml", "threads = 0\n");
+        let e = parse(argv(&["x:y", "-c", f.to_str().unwrap()]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("range.toml: threads") && e.contains("1..=1024"),
+            "{e}"
+        );
+        let f = config("type.toml", "keep_alive = [\"a\", 1.5]\n");
+        let e = parse(argv(&["x:y", "-c", f.to_str().unwrap()]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("keep_alive") && e.contains("float"), "{e}");
+    }
+
+    #[test]
+    fn field_size_is_capped_at_what_a_frame_carries() {
+        assert!(parse(argv(&["x:y", "--limit-request-field-size", "65536"])).is_ok());
+        let e = parse(argv(&["x:y", "--limit-request-field-size", "65537"])).unwrap_err();
+        assert!(matches!(e, SettingsError::Clap(_)));
     }
 }

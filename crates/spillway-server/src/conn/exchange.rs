@@ -169,8 +169,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 if !matches!(st.response, Response::Waiting) {
                     return self.broken(st, "sent a second response head").await;
                 }
-                // A response that starts while the server drains is the connection's last.
+                // A response that starts while the server drains is the connection's last;
+                // so is one to a client still waiting for `100 Continue`, which may or may
+                // not send its body now.
                 st.reply.keep_alive &= !self.draining_now();
+                if st.expect_continue && !st.continued && !st.body.is_done() {
+                    st.reply.keep_alive = false;
+                }
                 let h = response::encode_head(
                     head.status,
                     &head.headers,

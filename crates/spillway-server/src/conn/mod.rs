@@ -154,9 +154,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         let idle_since = Instant::now();
         let cfg = &self.front.cfg;
         let (keep_alive, header_timeout) = (cfg.keep_alive, cfg.header_timeout);
+        let mut scanned = 0;
         loop {
             if !self.rbuf.is_empty() {
-                match self.parse() {
+                let parsed = if head::may_end_head(&self.rbuf, scanned) {
+                    self.parse()
+                } else {
+                    head::check_partial(&self.rbuf, &self.front.limits).map(|()| None)
+                };
+                scanned = self.rbuf.len();
+                match parsed {
                     Ok(Some(p)) => return Some(p),
                     Ok(None) => {}
                     Err(answer) => {

@@ -244,8 +244,19 @@ fn has_bare_lf(head: &[u8]) -> bool {
         .any(|(i, &b)| b == b'\n' && (i == 0 || head[i - 1] != b'\r'))
 }
 
+/// Whether the bytes that arrived since `from` may end a head (an empty line, with or
+/// without CR: a bare-LF head must still be parsed, to be refused). Parsing only then
+/// keeps a client that trickles a long head byte by byte from costing a full parse per
+/// byte.
+pub(crate) fn may_end_head(buf: &[u8], from: usize) -> bool {
+    let start = from.saturating_sub(2);
+    buf[start..].iter().enumerate().any(|(i, &b)| {
+        b == b'\n' && (buf[start..][..i].ends_with(b"\n") || buf[start..][..i].ends_with(b"\n\r"))
+    })
+}
+
 /// An incomplete head that can no longer become a valid one within the limits.
-fn check_partial(buf: &[u8], limits: &HeadLimits) -> Result<(), Answer> {
+pub(crate) fn check_partial(buf: &[u8], limits: &HeadLimits) -> Result<(), Answer> {
     let line_end = buf.iter().position(|&b| b == b'\n');
     if line_end.is_none() && buf.len() > limits.request_line() {
         return Err(Answer::TargetTooLong);
@@ -321,6 +332,19 @@ mod tests {
         assert_eq!(h.headers.len(), 1);
         assert!(h.keep_alive && !h.expect_continue);
         assert_eq!(h.framing, Framing::None);
+    }
+
+    #[test]
+    fn only_an_empty_line_can_end_a_head() {
+        let head = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+        assert!(may_end_head(head, 0));
+        assert!(
+            may_end_head(head, head.len() - 1),
+            "the last byte completes it"
+        );
+        assert!(!may_end_head(&head[..head.len() - 1], 0));
+        assert!(may_end_head(b"GET / HTTP/1.1\nHost: a\n\n", 20));
+        assert!(!may_end_head(b"GET / HTTP/1.1\r\nHost: a\r\nX: y\r\n", 0));
     }
 
     #[test]

@@ -1,11 +1,9 @@
 //! Responses: streaming, framing, close(), HEAD/204/304, errors, start_response rules,
 //! write(), wsgi.file_wrapper, wsgi.errors.
 
-mod support;
-
+use crate::support::{eventually, Spillway};
 use std::path::Path;
 use std::time::Duration;
-use support::{eventually, Spillway};
 
 fn close_log_lines(path: &Path) -> Vec<String> {
     std::fs::read_to_string(path)
@@ -15,7 +13,7 @@ fn close_log_lines(path: &Path) -> Vec<String> {
         .collect()
 }
 
-fn stream_app() -> (support::Server, std::path::PathBuf) {
+fn stream_app() -> (crate::support::Server, std::path::PathBuf) {
     let b = Spillway::new("apps/stream.py:app")
         .arg("--threads")
         .arg("2");
@@ -197,7 +195,7 @@ fn status_204_and_304_have_no_body() {
     }
 }
 
-fn errors_app() -> support::Server {
+fn errors_app() -> crate::support::Server {
     Spillway::new("apps/errors.py:app")
         .arg("--threads")
         .arg("2")
@@ -298,7 +296,7 @@ fn file_wrapper_serves_files_and_file_likes() {
     let b = Spillway::new("apps/filewrapper.py:app");
     let log = b.dir().join("close.log");
     let file = b.dir().join("payload.bin");
-    let data = support::pseudo_random(300_000, 7);
+    let data = crate::support::pseudo_random(300_000, 7);
     std::fs::write(&file, &data).unwrap();
     let srv = b.env("CLOSE_LOG", &log).start();
 

@@ -1,18 +1,16 @@
 //! Request bodies: wsgi.input methods, framing, large uploads, `Expect: 100-continue`.
 
-mod support;
-
+use crate::support::{peak_rss_kib, pseudo_random, Crc32, Json, Spillway};
 use std::time::Duration;
-use support::{peak_rss_kib, pseudo_random, Crc32, Json, Spillway};
 
-fn input_app() -> support::Server {
+fn input_app() -> crate::support::Server {
     Spillway::new("apps/input.py:app")
         .arg("--threads")
         .arg("2")
         .start()
 }
 
-fn ok_json(res: &support::Response) -> Json {
+fn ok_json(res: &crate::support::Response) -> Json {
     assert_eq!(res.status, 200, "{res}");
     res.json()
 }
@@ -114,7 +112,11 @@ fn chunked_body_read_line_by_line() {
 }
 
 /// Streams `total` bytes in 64 KiB pieces; returns (crc, response).
-fn upload(srv: &support::Server, total: usize, chunked: bool) -> (u32, support::Response) {
+fn upload(
+    srv: &crate::support::Server,
+    total: usize,
+    chunked: bool,
+) -> (u32, crate::support::Response) {
     let block = pseudo_random(1 << 20, 0x5eed);
     let mut conn = srv.connect();
     let head = if chunked {

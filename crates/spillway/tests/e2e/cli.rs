@@ -1,10 +1,8 @@
 //! The command line: APP forms, options, config file and environment precedence, errors.
 
-mod support;
+use crate::support::{apps_dir, Spillway};
 
-use support::{apps_dir, Spillway};
-
-fn text_of(res: &support::Response) -> String {
+fn text_of(res: &crate::support::Response) -> String {
     assert_eq!(res.status, 200, "{res}");
     res.text()
 }
@@ -98,7 +96,7 @@ fn env_flag_sets_process_environment_of_the_app() {
     );
 }
 
-fn keep_alive_of(srv: &support::Server) -> String {
+fn keep_alive_of(srv: &crate::support::Server) -> String {
     let res = srv.get("/");
     assert_eq!(res.status, 200, "{res}");
     res.header("keep-alive").unwrap_or("<none>").to_string()
@@ -191,7 +189,7 @@ fn flag_overrides_env_var_and_config_file() {
 }
 
 /// Exactly one non-empty stderr line, naming `key`.
-fn one_line_naming(out: &support::Finished, key: &str) {
+fn one_line_naming(out: &crate::support::Finished, key: &str) {
     assert!(!out.status.success(), "must fail:\n{out}");
     let lines = out.stderr_lines();
     assert_eq!(lines.len(), 1, "expected ONE stderr line:\n{out}");
@@ -365,7 +363,7 @@ fn access_log_to_a_file() {
     let srv = b.arg("--access-log").arg(&log).start();
     assert_eq!(srv.get("/logged/path?x=1").status, 200);
     let mut content = String::new();
-    let found = support::eventually(std::time::Duration::from_secs(10), || {
+    let found = crate::support::eventually(std::time::Duration::from_secs(10), || {
         content = std::fs::read_to_string(&log).unwrap_or_default();
         content
             .lines()

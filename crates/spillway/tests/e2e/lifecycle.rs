@@ -6,8 +6,6 @@
 //! something happens, only that it happens (or that the server waited at least as long as
 //! it was told to).
 
-mod support;
-
 use std::collections::HashSet;
 use std::net::TcpStream;
 use std::os::unix::net::UnixDatagram;
@@ -15,8 +13,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use support::lifecycle::*;
-use support::{
+use crate::support::lifecycle::*;
+use crate::support::{
     apps_dir, eventually, free_port, unix_socket_path, Conn, Listener, Response, Spillway,
 };
 

@@ -3,8 +3,6 @@
 //! protocol (v1, v2, from HAProxy and by hand) and `X-Forwarded-*` from trusted and
 //! untrusted peers.
 
-mod support;
-
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -12,8 +10,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use support::lifecycle::*;
-use support::{capture, eventually, free_port, Captured, Conn, Response, Server, Spillway};
+use crate::support::lifecycle::*;
+use crate::support::{capture, eventually, free_port, Captured, Conn, Response, Server, Spillway};
 
 /// HAProxy run in the foreground (`-db`), killed on drop.
 struct HAProxy {

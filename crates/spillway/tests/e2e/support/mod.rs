@@ -13,10 +13,10 @@
 // Each test binary uses a different part of the fixture.
 #![allow(dead_code, unused_imports)]
 
-pub mod http;
-pub mod json;
 pub mod lifecycle;
 pub mod venv;
+
+pub use spillway_testkit::{eventually, http, json, pseudo_random, Crc32, IO_TIMEOUT};
 
 use std::ffi::OsString;
 use std::fmt::Write as _;
@@ -30,13 +30,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-pub use http::{Conn, Response};
-pub use json::Json;
+pub use spillway_testkit::{Conn, Json, Response};
 
 /// How long the server may take to log its listeners (cold Python import, debug build).
 pub const START_TIMEOUT: Duration = Duration::from_secs(30);
-/// Default timeout of every socket read, and bound of every "wait for X" loop.
-pub const IO_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The test apps shipped beside this module.
 pub fn apps_dir() -> PathBuf {
@@ -134,20 +131,6 @@ pub fn free_port() -> u16 {
         .port();
     given.push(port);
     port
-}
-
-/// Waits (bounded) until `cond` holds; returns whether it did.
-pub fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// Builder for one server process.
@@ -734,61 +717,6 @@ impl Drop for Server {
             }
         }
     }
-}
-
-/// CRC-32 (IEEE), as Python's `zlib.crc32`.
-pub struct Crc32 {
-    table: [u32; 256],
-    value: u32,
-}
-
-impl Default for Crc32 {
-    fn default() -> Self {
-        let mut table = [0u32; 256];
-        for (i, t) in table.iter_mut().enumerate() {
-            let mut c = i as u32;
-            for _ in 0..8 {
-                c = if c & 1 != 0 {
-                    0xEDB8_8320 ^ (c >> 1)
-                } else {
-                    c >> 1
-                };
-            }
-            *t = c;
-        }
-        Crc32 {
-            table,
-            value: 0xFFFF_FFFF,
-        }
-    }
-}
-
-impl Crc32 {
-    pub fn update(&mut self, data: &[u8]) {
-        let mut c = self.value;
-        for &b in data {
-            c = self.table[((c ^ b as u32) & 0xFF) as usize] ^ (c >> 8);
-        }
-        self.value = c;
-    }
-    pub fn finish(&self) -> u32 {
-        self.value ^ 0xFFFF_FFFF
-    }
-}
-
-/// Deterministic pseudo-random bytes (xorshift), so uploads are not trivially compressible
-/// or repetitive; a reordered or duplicated piece changes the CRC.
-pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    let mut v = Vec::with_capacity(len);
-    while v.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        v.extend_from_slice(&x.to_le_bytes());
-    }
-    v.truncate(len);
-    v
 }
 
 /// Peak resident memory of a process in KiB (`VmHWM`), if it can be read.

@@ -1,9 +1,7 @@
 //! Listeners and workers: unix sockets, IPv6, several binds, requests spread over workers.
 
-mod support;
-
+use crate::support::{unix_socket_path, Listener, Spillway};
 use std::thread;
-use support::{unix_socket_path, Listener, Spillway};
 
 #[test]
 fn two_workers_with_one_thread_serve_two_slow_requests_in_parallel() {
@@ -14,7 +12,7 @@ fn two_workers_with_one_thread_serve_two_slow_requests_in_parallel() {
         .start();
     // Each request waits for the other to arrive: both can only succeed concurrently,
     // and with one thread per worker they must be on different workers.
-    let results: Vec<support::Response> = thread::scope(|s| {
+    let results: Vec<crate::support::Response> = thread::scope(|s| {
         let a = s.spawn(|| srv.get("/meet?me=a&other=b"));
         let b = s.spawn(|| srv.get("/meet?me=b&other=a"));
         vec![a.join().unwrap(), b.join().unwrap()]
@@ -43,7 +41,7 @@ fn one_worker_with_two_threads_serves_two_requests_in_parallel() {
         .arg("--threads")
         .arg("2")
         .start();
-    let results: Vec<support::Response> = thread::scope(|s| {
+    let results: Vec<crate::support::Response> = thread::scope(|s| {
         let a = s.spawn(|| srv.get("/meet?me=c&other=d"));
         let b = s.spawn(|| srv.get("/meet?me=d&other=c"));
         vec![a.join().unwrap(), b.join().unwrap()]
@@ -67,7 +65,7 @@ fn more_requests_than_threads_wait_and_all_complete() {
         .arg("1")
         .env("SLOW_MS", "20")
         .start();
-    let results: Vec<support::Response> = thread::scope(|s| {
+    let results: Vec<crate::support::Response> = thread::scope(|s| {
         let hs: Vec<_> = (0..8).map(|_| s.spawn(|| srv.get("/?ms=20"))).collect();
         hs.into_iter().map(|h| h.join().unwrap()).collect()
     });

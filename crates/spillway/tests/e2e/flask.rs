@@ -1,9 +1,7 @@
 //! A Flask application served from a project-local virtualenv.
 
-mod support;
-
-use support::venv::flask_venv;
-use support::Spillway;
+use crate::support::venv::flask_venv;
+use crate::support::Spillway;
 
 #[test]
 fn flask_example_through_virtualenv() {

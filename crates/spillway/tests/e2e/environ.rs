@@ -1,17 +1,15 @@
 //! The PEP 3333 environ, as the application sees it.
 
-mod support;
+use crate::support::{Json, Spillway};
 
-use support::{Json, Spillway};
-
-fn echo() -> support::Server {
+fn echo() -> crate::support::Server {
     Spillway::new("apps/echo.py:app")
         .arg("--threads")
         .arg("2")
         .start()
 }
 
-fn environ_of(res: &support::Response) -> Json {
+fn environ_of(res: &crate::support::Response) -> Json {
     assert_eq!(res.status, 200, "{res}");
     res.json().get("environ").clone()
 }

@@ -1,12 +1,10 @@
 //! Apps wrapped in `wsgiref.validate.validator`: the server's side of PEP 3333 is
 //! checked by the standard library's own validator.
 
-mod support;
-
+use crate::support::Spillway;
 use std::time::Duration;
-use support::Spillway;
 
-fn no_validator_complaints(srv: &support::Server) {
+fn no_validator_complaints(srv: &crate::support::Server) {
     // Give trailing log lines (e.g. "Exception ignored in ...") a moment to appear.
     let complained = srv.wait_output(Duration::from_secs(1), |e, _| {
         e.contains("AssertionError") || e.contains("WSGIWarning")

@@ -4,8 +4,8 @@
 //! body (HEAD, 1xx, 204, 304) and interim `100 Continue` responses. Every read has a
 //! timeout and every loop is bounded.
 
-use super::json::Json;
-use super::IO_TIMEOUT;
+use crate::json::Json;
+use crate::IO_TIMEOUT;
 use std::collections::VecDeque;
 use std::fmt;
 use std::io::{self, Read, Write};

@@ -1,20 +1,18 @@
 //! HTTP/1.x on the wire: keep-alive, pipelining, HTTP/1.0, limits, bad requests, slow
 //! clients. Raw bytes in, raw bytes out.
 
-mod support;
-
+use crate::support::http::show;
+use crate::support::{Conn, Spillway};
 use std::time::Duration;
-use support::http::show;
-use support::{Conn, Spillway};
 
-fn echo() -> support::Server {
+fn echo() -> crate::support::Server {
     Spillway::new("apps/echo.py:app")
         .arg("--threads")
         .arg("2")
         .start()
 }
 
-fn path_of(res: &support::Response) -> String {
+fn path_of(res: &crate::support::Response) -> String {
     assert_eq!(res.status, 200, "{res}");
     res.json().get("environ").get("PATH_INFO").s().to_string()
 }
@@ -121,7 +119,7 @@ fn http10_keep_alive_is_supported_or_closed_cleanly() {
 
 /// Sends `bytes`, expects a `want` status (and then a close or a working connection),
 /// then checks the server still serves.
-fn rejects(srv: &support::Server, bytes: &[u8], want: u16) {
+fn rejects(srv: &crate::support::Server, bytes: &[u8], want: u16) {
     let mut conn = srv.connect();
     // The server may close before reading everything; a failed write is not the point.
     let _ = conn.try_send(bytes);

@@ -7,13 +7,11 @@
 //! the test creates `F`, which makes "the worker is busy" a state the test controls
 //! instead of a race.
 
-mod support;
-
+use crate::support::{eventually, Conn, Response, Server, Spillway, IO_TIMEOUT};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use support::{eventually, Conn, Response, Server, Spillway, IO_TIMEOUT};
 
 const APP: &str = "apps/overload.py:app";
 

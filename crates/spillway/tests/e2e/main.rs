@@ -1,0 +1,18 @@
+//! End-to-end tests: the real `spillway` binary started with real Python applications and
+//! spoken to in raw HTTP on 127.0.0.1. One test binary (one link on a small machine); one
+//! module per feature.
+
+mod support;
+
+mod cli;
+mod doctor;
+mod environ;
+mod flask;
+mod haproxy;
+mod http;
+mod input;
+mod lifecycle;
+mod overload;
+mod response;
+mod validate;
+mod workers;
