@@ -13,6 +13,7 @@ mod progress;
 mod report;
 mod scenario;
 mod stats;
+mod summary;
 mod svg;
 mod sys;
 mod target;
@@ -64,9 +65,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         std::fs::write(path, svg::render(&report))
             .with_context(|| format!("cannot write --plot {}", path.display()))?;
     }
-    let mut summary = Vec::new();
-    report::write_summary(&report, &mut summary).context("cannot format the summary")?;
-    match std::io::stdout().lock().write_all(&summary) {
+    let mut summary_text = Vec::new();
+    summary::write_summary(&report, &mut summary_text).context("cannot format the summary")?;
+    match std::io::stdout().lock().write_all(&summary_text) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
         Err(e) => return Err(e).context("cannot write the summary to stdout"),

@@ -1,8 +1,7 @@
-//! The report of one run: built once from the collected measurements, written as the terminal
-//! summary and as the `--json` document described in `SCHEMA.md`, and drawn by the SVG plot.
+//! The report of one run: built once from the collected measurements, written as the `--json`
+//! document described in `SCHEMA.md`, and read by the terminal summary and the SVG plot.
 
 use std::collections::BTreeMap;
-use std::io::{self, Write};
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
@@ -11,6 +10,7 @@ use serde::Serialize;
 use crate::args::{Config, Scenario};
 use crate::conn::ErrorClass;
 use crate::scenario::{GeneratorStats, IdleProbe, Outcome};
+use crate::stats::{Collector, Second};
 
 /// Version of the JSON layout; bumped on any incompatible change.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -190,62 +190,71 @@ fn count_map(m: &BTreeMap<u32, u64>) -> BTreeMap<String, u64> {
         .collect()
 }
 
+/// Sum of the counts with at least one retransmit.
+fn with_retransmits(m: &BTreeMap<u32, u64>) -> u64 {
+    m.iter().filter(|(r, _)| **r > 0).map(|(_, n)| n).sum()
+}
+
+fn status_class(code: u16) -> &'static str {
+    match code {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
+
+/// Responses per status class; every class is present, even at zero, so the JSON always
+/// has the same keys, and 503 is counted again on its own beside `5xx`.
+fn status_classes(status: &BTreeMap<u16, u64>) -> BTreeMap<&'static str, u64> {
+    let mut classes: BTreeMap<&'static str, u64> = ["1xx", "2xx", "3xx", "4xx", "5xx", "503"]
+        .iter()
+        .map(|k| (*k, 0))
+        .collect();
+    for (&code, &n) in status {
+        *classes.entry(status_class(code)).or_default() += n;
+        if code == 503 {
+            *classes.entry("503").or_default() += n;
+        }
+    }
+    classes
+}
+
 impl Report {
     /// Builds the report from a finished run.
     pub(crate) fn build(cfg: &Config, outcome: &Outcome) -> Report {
         let c = outcome.shared.lock();
         let elapsed = outcome.elapsed.as_secs_f64();
-        let mut classes: BTreeMap<&'static str, u64> = ["1xx", "2xx", "3xx", "4xx", "5xx", "503"]
-            .iter()
-            .map(|k| (*k, 0))
-            .collect();
-        for (&code, &n) in &c.status {
-            let class = match code {
-                100..=199 => "1xx",
-                200..=299 => "2xx",
-                300..=399 => "3xx",
-                400..=499 => "4xx",
-                _ => "5xx",
-            };
-            *classes.entry(class).or_default() += n;
-            if code == 503 {
-                *classes.entry("503").or_default() += n;
-            }
+        Report {
+            schema_version: SCHEMA_VERSION,
+            tool: concat!("spillway-bench ", env!("CARGO_PKG_VERSION")).to_string(),
+            target: TargetReport {
+                url: cfg.target.url.clone(),
+                address: cfg.target.addr.to_string(),
+            },
+            scenario: ScenarioReport::from_config(cfg),
+            elapsed_s: elapsed,
+            responses: ResponsesReport::from_collector(&c, elapsed),
+            errors: ErrorsReport::from_collector(&c),
+            connect: ConnectReport::from_collector(&c),
+            response: LatencyReport::of(&c.response),
+            connections: ConnectionsReport::from_run(&c, outcome),
+            generator: outcome.generator.clone(),
+            idle_probe: outcome.idle.clone(),
+            timeline: c
+                .timeline
+                .iter()
+                .enumerate()
+                .map(|(i, s)| SecondReport::from_second(i, s))
+                .collect(),
+            abandoned_tasks: outcome.abandoned,
         }
-        let by_class = ErrorClass::ALL
-            .iter()
-            .map(|k| (k.name(), c.errors[k.index()]))
-            .collect();
-        let examples = ErrorClass::ALL
-            .iter()
-            .filter_map(|k| c.error_examples[k.index()].clone().map(|e| (k.name(), e)))
-            .collect();
-        let retrans_ok: Vec<u32> = c
-            .connect_retrans
-            .keys()
-            .copied()
-            .filter(|r| *r > 0)
-            .collect();
-        let syn = SynReport {
-            measured: !c.connect_retrans.is_empty() || !c.failed_connect_retrans.is_empty(),
-            connects_with_retransmits: c
-                .connect_retrans
-                .iter()
-                .filter(|(r, _)| **r > 0)
-                .map(|(_, n)| n)
-                .sum(),
-            min: retrans_ok.first().copied(),
-            max: retrans_ok.last().copied(),
-            by_count: count_map(&c.connect_retrans),
-            failed_connects_with_retransmits: c
-                .failed_connect_retrans
-                .iter()
-                .filter(|(r, _)| **r > 0)
-                .map(|(_, n)| n)
-                .sum(),
-            failed_by_count: count_map(&c.failed_connect_retrans),
-            failed_connect_max_us: crate::stats::micros(c.failed_connect_max),
-        };
+    }
+}
+
+impl ScenarioReport {
+    fn from_config(cfg: &Config) -> ScenarioReport {
         let (connections, keep_alive, per_connection, rate) = match &cfg.scenario {
             Scenario::Closed {
                 connections,
@@ -269,90 +278,126 @@ impl Report {
             Scenario::Storm { connections } => (Some(*connections), false, Some(1), None),
             Scenario::Idle { gaps } => (Some(gaps.len()), true, Some(2), None),
         };
-        Report {
-            schema_version: SCHEMA_VERSION,
-            tool: concat!("spillway-bench ", env!("CARGO_PKG_VERSION")).to_string(),
-            target: TargetReport {
-                url: cfg.target.url.clone(),
-                address: cfg.target.addr.to_string(),
+        ScenarioReport {
+            kind: cfg.scenario.kind(),
+            connections,
+            keep_alive,
+            requests_per_connection: per_connection,
+            rate,
+            idle_gaps_s: match &cfg.scenario {
+                Scenario::Idle { gaps } => Some(gaps.iter().map(Duration::as_secs_f64).collect()),
+                _ => None,
             },
-            scenario: ScenarioReport {
-                kind: cfg.scenario.kind(),
-                connections,
-                keep_alive,
-                requests_per_connection: per_connection,
-                rate,
-                idle_gaps_s: match &cfg.scenario {
-                    Scenario::Idle { gaps } => {
-                        Some(gaps.iter().map(Duration::as_secs_f64).collect())
-                    }
-                    _ => None,
-                },
-                duration_s: cfg.duration.as_secs_f64(),
-                requests_limit: cfg.requests,
-                method: cfg.request.method.clone(),
-                body_bytes: cfg.request.body_len,
-                timeout_s: cfg.timeout.as_secs_f64(),
-                threads: cfg.threads,
+            duration_s: cfg.duration.as_secs_f64(),
+            requests_limit: cfg.requests,
+            method: cfg.request.method.clone(),
+            body_bytes: cfg.request.body_len,
+            timeout_s: cfg.timeout.as_secs_f64(),
+            threads: cfg.threads,
+        }
+    }
+}
+
+impl ResponsesReport {
+    fn from_collector(c: &Collector, elapsed: f64) -> ResponsesReport {
+        ResponsesReport {
+            total: c.responses,
+            per_second: if elapsed > 0.0 {
+                c.responses as f64 / elapsed
+            } else {
+                0.0
             },
-            elapsed_s: elapsed,
-            responses: ResponsesReport {
-                total: c.responses,
-                per_second: if elapsed > 0.0 {
-                    c.responses as f64 / elapsed
-                } else {
-                    0.0
-                },
-                status_classes: classes,
-                status_codes: c.status.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
-            },
-            errors: ErrorsReport {
-                total: c.errors.iter().sum(),
-                by_class,
-                examples,
-            },
-            connect: ConnectReport {
-                count: c.connect.len(),
-                latency_us: percentiles(&c.connect),
-                distribution: distribution(&c.connect),
-                syn_retransmits: syn,
-            },
-            response: LatencyReport {
-                count: c.response.len(),
-                latency_us: percentiles(&c.response),
-                distribution: distribution(&c.response),
-            },
-            connections: ConnectionsReport {
-                opened: outcome.connections_opened,
-                max_open: outcome.max_open,
-                closed_by_server: c.closed_by_server,
-                announced_keep_alive_timeouts_s: c
-                    .keep_alive_timeouts
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), *v))
-                    .collect(),
-                nofile_limit: outcome.nofile_limit,
-            },
-            generator: outcome.generator.clone(),
-            idle_probe: outcome.idle.clone(),
-            timeline: c
-                .timeline
+            status_classes: status_classes(&c.status),
+            status_codes: c.status.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+        }
+    }
+}
+
+impl ErrorsReport {
+    fn from_collector(c: &Collector) -> ErrorsReport {
+        ErrorsReport {
+            total: c.errors.iter().sum(),
+            by_class: ErrorClass::ALL
                 .iter()
-                .enumerate()
-                .map(|(i, s)| {
-                    let p = percentiles(&s.latency);
-                    SecondReport {
-                        second: i as u64,
-                        responses: s.responses,
-                        errors: s.errors,
-                        connects: s.connects,
-                        p50_us: p.map(|p| p.p50),
-                        p99_us: p.map(|p| p.p99),
-                        max_us: p.map(|p| p.max),
-                    }
-                })
+                .map(|k| (k.name(), c.errors[k.index()]))
                 .collect(),
-            abandoned_tasks: outcome.abandoned,
+            examples: ErrorClass::ALL
+                .iter()
+                .filter_map(|k| c.error_examples[k.index()].clone().map(|e| (k.name(), e)))
+                .collect(),
+        }
+    }
+}
+
+impl LatencyReport {
+    fn of(h: &Histogram<u64>) -> LatencyReport {
+        LatencyReport {
+            count: h.len(),
+            latency_us: percentiles(h),
+            distribution: distribution(h),
+        }
+    }
+}
+
+impl ConnectReport {
+    fn from_collector(c: &Collector) -> ConnectReport {
+        ConnectReport {
+            count: c.connect.len(),
+            latency_us: percentiles(&c.connect),
+            distribution: distribution(&c.connect),
+            syn_retransmits: SynReport::from_collector(c),
+        }
+    }
+}
+
+impl SynReport {
+    fn from_collector(c: &Collector) -> SynReport {
+        let retrans_ok: Vec<u32> = c
+            .connect_retrans
+            .keys()
+            .copied()
+            .filter(|r| *r > 0)
+            .collect();
+        SynReport {
+            measured: !c.connect_retrans.is_empty() || !c.failed_connect_retrans.is_empty(),
+            connects_with_retransmits: with_retransmits(&c.connect_retrans),
+            min: retrans_ok.first().copied(),
+            max: retrans_ok.last().copied(),
+            by_count: count_map(&c.connect_retrans),
+            failed_connects_with_retransmits: with_retransmits(&c.failed_connect_retrans),
+            failed_by_count: count_map(&c.failed_connect_retrans),
+            failed_connect_max_us: crate::stats::micros(c.failed_connect_max),
+        }
+    }
+}
+
+impl ConnectionsReport {
+    fn from_run(c: &Collector, outcome: &Outcome) -> ConnectionsReport {
+        ConnectionsReport {
+            opened: outcome.connections_opened,
+            max_open: outcome.max_open,
+            closed_by_server: c.closed_by_server,
+            announced_keep_alive_timeouts_s: c
+                .keep_alive_timeouts
+                .iter()
+                .map(|(k, v)| (k.to_string(), *v))
+                .collect(),
+            nofile_limit: outcome.nofile_limit,
+        }
+    }
+}
+
+impl SecondReport {
+    fn from_second(index: usize, s: &Second) -> SecondReport {
+        let p = percentiles(&s.latency);
+        SecondReport {
+            second: index as u64,
+            responses: s.responses,
+            errors: s.errors,
+            connects: s.connects,
+            p50_us: p.map(|p| p.p50),
+            p99_us: p.map(|p| p.p99),
+            max_us: p.map(|p| p.max),
         }
     }
 }
@@ -366,207 +411,4 @@ pub(crate) fn human_us(us: u64) -> String {
     } else {
         format!("{:.2}s", us as f64 / 1e6)
     }
-}
-
-fn range(min: Option<u32>, max: Option<u32>) -> String {
-    match (min, max) {
-        (Some(a), Some(b)) if a == b => a.to_string(),
-        (Some(a), Some(b)) => format!("{a}–{b}"),
-        _ => "?".into(),
-    }
-}
-
-fn plural(n: u64, noun: &str) -> String {
-    if n == 1 {
-        format!("1 {noun}")
-    } else {
-        format!("{n} {noun}s")
-    }
-}
-
-fn describe(s: &ScenarioReport) -> String {
-    let ka = if s.keep_alive {
-        match s.requests_per_connection {
-            Some(k) => format!("keep-alive ({k} requests per connection)"),
-            None => "keep-alive".into(),
-        }
-    } else {
-        "no keep-alive".into()
-    };
-    match s.kind {
-        "closed" => format!(
-            "closed loop, {}, {ka}, {}s",
-            plural(s.connections.unwrap_or(0) as u64, "connection"),
-            s.duration_s
-        ),
-        "open" => format!(
-            "open loop, {} requests/s, up to {} connections, {ka}, {}s",
-            s.rate.unwrap_or(0.0),
-            s.connections.unwrap_or(0),
-            s.duration_s
-        ),
-        "storm" => format!(
-            "storm of {}, one request each",
-            plural(s.connections.unwrap_or(0) as u64, "connection")
-        ),
-        _ => "idle probe".into(),
-    }
-}
-
-/// Writes the terminal summary.
-pub fn write_summary(r: &Report, out: &mut impl Write) -> io::Result<()> {
-    writeln!(
-        out,
-        "spillway bench {}  ({})",
-        r.target.url,
-        describe(&r.scenario)
-    )?;
-    writeln!(
-        out,
-        "  responses  {} in {:.2}s = {:.1}/s",
-        r.responses.total, r.elapsed_s, r.responses.per_second
-    )?;
-    let classes: Vec<String> = r
-        .responses
-        .status_classes
-        .iter()
-        .filter(|(k, n)| **n > 0 && **k != "503")
-        .map(|(k, n)| format!("{k} {n}"))
-        .collect();
-    let s503 = r.responses.status_classes.get("503").copied().unwrap_or(0);
-    writeln!(
-        out,
-        "  status     {}{}",
-        if classes.is_empty() {
-            "-".to_string()
-        } else {
-            classes.join("  ")
-        },
-        if s503 > 0 {
-            format!("  (503: {s503})")
-        } else {
-            String::new()
-        }
-    )?;
-    let errors: Vec<String> = r
-        .errors
-        .by_class
-        .iter()
-        .filter(|(_, n)| **n > 0)
-        .map(|(k, n)| format!("{k} {n}"))
-        .collect();
-    writeln!(
-        out,
-        "  errors     {}",
-        if errors.is_empty() {
-            "none".to_string()
-        } else {
-            errors.join("  ")
-        }
-    )?;
-    for (class, example) in &r.errors.examples {
-        writeln!(out, "             {class}: {example}")?;
-    }
-    writeln!(
-        out,
-        "  {:<10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
-        "", "p50", "p90", "p99", "p99.9", "max", "count"
-    )?;
-    for (name, count, p) in [
-        ("connect", r.connect.count, r.connect.latency_us),
-        ("response", r.response.count, r.response.latency_us),
-    ] {
-        match p {
-            Some(p) => writeln!(
-                out,
-                "  {:<10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
-                name,
-                human_us(p.p50),
-                human_us(p.p90),
-                human_us(p.p99),
-                human_us(p.p99_9),
-                human_us(p.max),
-                count
-            )?,
-            None => writeln!(out, "  {name:<10} {:>9}", "-")?,
-        }
-    }
-    let syn = &r.connect.syn_retransmits;
-    if syn.connects_with_retransmits > 0 {
-        writeln!(
-            out,
-            "  SYN        {} waited on {} SYN retransmit{} (the accept queue was full or SYNs were dropped)",
-            plural(syn.connects_with_retransmits, "connection"),
-            range(syn.min, syn.max),
-            if syn.max == Some(1) { "" } else { "s" }
-        )?;
-    }
-    if syn.failed_connects_with_retransmits > 0 {
-        let counts: Vec<u32> = syn
-            .failed_by_count
-            .keys()
-            .filter_map(|k| k.parse().ok())
-            .collect();
-        writeln!(
-            out,
-            "  SYN        {} failed after {} SYN retransmit{} (waited up to {})",
-            plural(syn.failed_connects_with_retransmits, "connect attempt"),
-            range(counts.iter().min().copied(), counts.iter().max().copied()),
-            if counts.iter().max() == Some(&1) {
-                ""
-            } else {
-                "s"
-            },
-            human_us(syn.failed_connect_max_us)
-        )?;
-    }
-    writeln!(
-        out,
-        "  conns      {} opened, at most {} open, {} closed by the server",
-        r.connections.opened, r.connections.max_open, r.connections.closed_by_server
-    )?;
-    if let Some(g) = &r.generator {
-        if g.was_bottleneck() {
-            writeln!(
-                out,
-                "  WARNING    the generator was the bottleneck: {} late sends (max lag {}), {} waited for a connection at the cap, {} expired in its queue, {} unsent at the end",
-                g.late_sends,
-                human_us(g.max_lag_us),
-                g.queued_for_connection,
-                g.expired_in_queue,
-                g.unsent_at_end
-            )?;
-        } else {
-            writeln!(
-                out,
-                "  generator  kept its schedule: {} requests sent, max lag {}",
-                g.scheduled,
-                human_us(g.max_lag_us)
-            )?;
-        }
-    }
-    if let Some(probes) = &r.idle_probe {
-        writeln!(out, "  idle probe")?;
-        for p in probes {
-            let mut line = format!("    gap {:>7.2}s  {:<22}", p.gap_s, p.outcome);
-            if let Some(after) = p.ended_after_s {
-                line.push_str(&format!(" ended by the server after {after:.2}s idle"));
-            }
-            if let Some(t) = p.announced_keep_alive_timeout_s {
-                line.push_str(&format!(" (announced Keep-Alive timeout={t})"));
-            }
-            if let Some(d) = &p.detail {
-                line.push_str(&format!(" {d}"));
-            }
-            writeln!(out, "{}", line.trim_end())?;
-        }
-    }
-    if r.abandoned_tasks > 0 {
-        writeln!(
-            out,
-            "  abandoned  {} tasks still running at the hard stop",
-            r.abandoned_tasks
-        )?;
-    }
-    Ok(())
 }

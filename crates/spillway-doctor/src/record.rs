@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 
 use crate::report::Report;
-use crate::Sampler;
+use crate::sample::Sampler;
 
 /// Appends reports to a JSON Lines file, flushing each so an interrupted run keeps them.
 pub struct Recorder {

@@ -1,14 +1,11 @@
-//! The doctor report: two host snapshots an interval apart turned into one serialisable
-//! document. This is the `--json` output and one line of a `--record` file; its schema
-//! is documented field by field here and in `docs/doctor-json.md`.
+//! The doctor report: what two host snapshots an interval apart showed, as one serialisable
+//! document (built in `sample.rs`, judged in `rules.rs`). This is the `--json` output and one
+//! line of a `--record` file; its schema is documented field by field here and in
+//! `docs/doctor-json.md`.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
-use spillway_netdiag::{HostSnapshot, Listener, TcpState};
-
-use crate::rules;
 
 /// Value of [`Report::schema`]; bumped when a field changes meaning or goes away.
 pub const SCHEMA: &str = "spillway-doctor/1";
@@ -178,87 +175,6 @@ pub struct Finding {
 }
 
 impl Report {
-    /// Builds the report from two snapshots `window` apart and runs the rules on it.
-    pub fn from_samples(before: &HostSnapshot, after: &HostSnapshot, window: Duration) -> Report {
-        let window_secs = window.as_secs_f64().max(1e-3);
-        let mut counters = BTreeMap::new();
-        let mut other_counter_deltas = BTreeMap::new();
-        for (name, &value) in &after.tcp_ext {
-            // Counters only grow; a smaller value means a wrap or a new namespace.
-            let delta = value.saturating_sub(before.tcp_ext.get(name).copied().unwrap_or(value));
-            if KEY_COUNTERS.contains(&name.as_str()) {
-                counters.insert(
-                    name.clone(),
-                    CounterView {
-                        value,
-                        delta,
-                        per_sec: delta as f64 / window_secs,
-                    },
-                );
-            } else if delta > 0 {
-                other_counter_deltas.insert(name.clone(), delta);
-            }
-        }
-        let listeners: Vec<ListenerView> = after
-            .listeners
-            .iter()
-            .map(|l| {
-                let earlier = before
-                    .listeners
-                    .iter()
-                    .find(|b| b.inode == l.inode && b.local == l.local);
-                listener_view(l, earlier)
-            })
-            .collect();
-        let hidden = listeners.iter().filter(|l| l.processes.is_empty()).count();
-        let vis = after.visibility;
-        let note = if vis.is_root {
-            None
-        } else if hidden > 0 || vis.unreadable_pids > 0 {
-            Some(format!(
-                "not root: {} processes' open sockets were unreadable and {hidden} listener(s) \
-                 show no owning process; run as root to see other users' pids, commands and threads",
-                vis.unreadable_pids
-            ))
-        } else {
-            None
-        };
-        let mut report = Report {
-            schema: SCHEMA.to_string(),
-            taken_at_unix_ms: after
-                .taken_at
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_millis() as u64)
-                .unwrap_or(0),
-            window_secs,
-            visibility: VisibilityView {
-                is_root: vis.is_root,
-                unreadable_processes: vis.unreadable_pids,
-                note,
-            },
-            sysctls: after.sysctls.clone(),
-            counters,
-            other_counter_deltas,
-            connection_totals: after
-                .state_totals
-                .iter()
-                .map(|(s, n)| (s.name().to_string(), *n))
-                .collect(),
-            time_wait_destinations: after
-                .time_wait_destinations
-                .iter()
-                .map(|(a, n)| AddressCount {
-                    address: a.to_string(),
-                    connections: *n,
-                })
-                .collect(),
-            listeners,
-            findings: Vec::new(),
-        };
-        report.findings = rules::evaluate(&report);
-        report
-    }
-
     /// The delta of a key counter over the window (0 if the kernel lacks it).
     pub fn delta(&self, counter: &str) -> u64 {
         self.counters.get(counter).map(|c| c.delta).unwrap_or(0)
@@ -272,49 +188,6 @@ impl Report {
     /// The most severe finding, if any.
     pub fn worst(&self) -> Option<Severity> {
         self.findings.iter().map(|f| f.severity).max()
-    }
-}
-
-fn listener_view(l: &Listener, earlier: Option<&Listener>) -> ListenerView {
-    let q = l.accept_queue;
-    let peak = earlier.map_or(q.depth, |e| e.accept_queue.depth.max(q.depth));
-    ListenerView {
-        address: l.local.to_string(),
-        port: l.local.port(),
-        family: if l.local.is_ipv6() { "ipv6" } else { "ipv4" }.to_string(),
-        inode: l.inode,
-        uid: l.uid,
-        processes: l
-            .processes
-            .iter()
-            .map(|p| ProcessView {
-                pid: p.pid,
-                command: p.command.clone(),
-                cmdline: p.cmdline.clone(),
-                threads: p.threads,
-            })
-            .collect(),
-        accept_queue: QueueView {
-            depth: q.depth,
-            limit: q.limit,
-            peak_depth: peak,
-            full: q.depth > 0 && q.is_full(),
-        },
-        syn_queue: l.count(TcpState::SynRecv),
-        connections: l
-            .connections
-            .iter()
-            .map(|(s, n)| (s.name().to_string(), *n))
-            .collect(),
-        top_remotes: l
-            .top_remotes
-            .iter()
-            .map(|(a, n)| AddressCount {
-                address: a.to_string(),
-                connections: *n,
-            })
-            .collect(),
-        close_wait_not_accepted: l.close_wait_not_accepted,
     }
 }
 

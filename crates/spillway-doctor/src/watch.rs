@@ -12,9 +12,10 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Sparkline, Table, Wrap};
 use ratatui::Frame;
 
+use crate::args::DoctorArgs;
 use crate::record::Recorder;
-use crate::report::{Report, Severity, KEY_COUNTERS};
-use crate::{DoctorArgs, Sampler};
+use crate::report::{ListenerView, Report, Severity, KEY_COUNTERS};
+use crate::sample::Sampler;
 
 /// Samples of ListenOverflows/s kept for the sparkline.
 const HISTORY: usize = 120;
@@ -116,7 +117,6 @@ fn severity_style(s: Severity) -> Style {
 
 /// Draws one frame of the live view.
 pub fn draw(f: &mut Frame, v: &WatchView) {
-    let area = f.area();
     let n_listeners = v.report.as_ref().map_or(0, |r| r.listeners.len()) as u16;
     let [header, table, counters, spark, findings] = Layout::vertical([
         Constraint::Length(1),
@@ -125,8 +125,19 @@ pub fn draw(f: &mut Frame, v: &WatchView) {
         Constraint::Length(4),
         Constraint::Min(3),
     ])
-    .areas(area);
+    .areas(f.area());
+    f.render_widget(header_line(v), header);
+    let Some(r) = &v.report else {
+        f.render_widget(waiting(v), table);
+        return;
+    };
+    f.render_widget(listeners_table(r), table);
+    f.render_widget(counters_panel(r, counters.width), counters);
+    f.render_widget(overflow_sparkline(v), spark);
+    f.render_widget(findings_panel(r), findings);
+}
 
+fn header_line(v: &WatchView) -> Paragraph<'static> {
     let mut head = format!(
         "spillway doctor --watch · every {:.1} s · sample {}",
         v.interval.as_secs_f64(),
@@ -136,23 +147,19 @@ pub fn draw(f: &mut Frame, v: &WatchView) {
         head += &format!(" · recording to {rec}");
     }
     head += " · q quits";
-    f.render_widget(
-        Paragraph::new(head).style(Style::new().add_modifier(Modifier::BOLD)),
-        header,
-    );
+    Paragraph::new(head).style(Style::new().add_modifier(Modifier::BOLD))
+}
 
-    let Some(r) = &v.report else {
-        f.render_widget(
-            Paragraph::new(format!(
-                "sampling… first numbers in {:.1} s",
-                v.interval.as_secs_f64()
-            ))
-            .block(Block::new().borders(Borders::ALL).title("Listeners")),
-            table,
-        );
-        return;
-    };
+/// Stands in for the listeners table until the first interval has passed.
+fn waiting(v: &WatchView) -> Paragraph<'static> {
+    Paragraph::new(format!(
+        "sampling… first numbers in {:.1} s",
+        v.interval.as_secs_f64()
+    ))
+    .block(Block::new().borders(Borders::ALL).title("Listeners"))
+}
 
+fn listeners_table(r: &Report) -> Table<'static> {
     let widths = [
         Constraint::Min(22),
         Constraint::Min(18),
@@ -167,53 +174,69 @@ pub fn draw(f: &mut Frame, v: &WatchView) {
         "listener", "process", "thr", "accept q", "SYN_RECV", "ESTAB", "CL_WAIT", "T_WAIT",
     ])
     .style(Style::new().add_modifier(Modifier::UNDERLINED));
-    let rows = r.listeners.iter().map(|l| {
-        let (proc_name, threads) = match l.processes.as_slice() {
-            [] => (format!("uid {} (hidden)", l.uid), "?".to_string()),
-            [p] => (format!("{} {}", p.command, p.pid), p.threads.to_string()),
-            [p, rest @ ..] => (
-                format!("{} {} +{}", p.command, p.pid, rest.len()),
-                l.processes
-                    .iter()
-                    .map(|p| p.threads)
-                    .sum::<u32>()
-                    .to_string(),
-            ),
-        };
-        let q = l.accept_queue;
-        let q_style = if q.full {
-            Style::new().fg(Color::Red).add_modifier(Modifier::BOLD)
-        } else {
-            Style::new()
-        };
-        Row::new(vec![
-            Cell::from(l.address.clone()),
-            Cell::from(proc_name),
-            Cell::from(threads),
-            Cell::from(format!(
-                "{}/{}{}",
-                q.depth,
-                q.limit,
-                if q.full { " FULL" } else { "" }
-            ))
-            .style(q_style),
-            Cell::from(l.syn_queue.to_string()),
-            Cell::from(l.count("ESTABLISHED").to_string()),
-            Cell::from(l.count("CLOSE_WAIT").to_string()),
-            Cell::from(l.count("TIME_WAIT").to_string()),
-        ])
-    });
-    f.render_widget(
-        Table::new(rows, widths).header(header_row).block(
-            Block::new()
-                .borders(Borders::ALL)
-                .title(format!("Listeners ({})", r.listeners.len())),
-        ),
-        table,
-    );
+    let rows: Vec<Row> = r.listeners.iter().map(listener_row).collect();
+    Table::new(rows, widths).header(header_row).block(
+        Block::new()
+            .borders(Borders::ALL)
+            .title(format!("Listeners ({})", r.listeners.len())),
+    )
+}
 
-    // Packed by hand, whole items per line, so a counter and its rate never split.
-    let inner = usize::from(counters.width.saturating_sub(2));
+fn listener_row(l: &ListenerView) -> Row<'static> {
+    let (proc_name, threads) = process_columns(l);
+    let q = l.accept_queue;
+    let q_style = if q.full {
+        Style::new().fg(Color::Red).add_modifier(Modifier::BOLD)
+    } else {
+        Style::new()
+    };
+    Row::new(vec![
+        Cell::from(l.address.clone()),
+        Cell::from(proc_name),
+        Cell::from(threads),
+        Cell::from(format!(
+            "{}/{}{}",
+            q.depth,
+            q.limit,
+            if q.full { " FULL" } else { "" }
+        ))
+        .style(q_style),
+        Cell::from(l.syn_queue.to_string()),
+        Cell::from(l.count("ESTABLISHED").to_string()),
+        Cell::from(l.count("CLOSE_WAIT").to_string()),
+        Cell::from(l.count("TIME_WAIT").to_string()),
+    ])
+}
+
+/// The process and thread-count columns; a prefork server shows its first process and the
+/// threads of all of them.
+fn process_columns(l: &ListenerView) -> (String, String) {
+    match l.processes.as_slice() {
+        [] => (format!("uid {} (hidden)", l.uid), "?".to_string()),
+        [p] => (format!("{} {}", p.command, p.pid), p.threads.to_string()),
+        [p, rest @ ..] => (
+            format!("{} {} +{}", p.command, p.pid, rest.len()),
+            l.processes
+                .iter()
+                .map(|p| p.threads)
+                .sum::<u32>()
+                .to_string(),
+        ),
+    }
+}
+
+fn counters_panel(r: &Report, width: u16) -> Paragraph<'static> {
+    let inner = usize::from(width.saturating_sub(2));
+    Paragraph::new(counter_lines(r, inner)).block(Block::new().borders(Borders::ALL).title(
+        format!(
+            "TcpExt counters, whole namespace, last {:.1} s",
+            r.window_secs
+        ),
+    ))
+}
+
+/// Packed by hand, whole items per line, so a counter and its rate never split.
+fn counter_lines(r: &Report, inner: usize) -> Vec<Line<'static>> {
     let mut lines: Vec<Line> = Vec::new();
     let mut line: Vec<Span> = Vec::new();
     let mut used = 0;
@@ -237,28 +260,23 @@ pub fn draw(f: &mut Frame, v: &WatchView) {
         used += w;
     }
     lines.push(Line::from(line));
-    f.render_widget(
-        Paragraph::new(lines).block(Block::new().borders(Borders::ALL).title(format!(
-            "TcpExt counters, whole namespace, last {:.1} s",
-            r.window_secs
-        ))),
-        counters,
-    );
+    lines
+}
 
+fn overflow_sparkline(v: &WatchView) -> Sparkline<'static> {
     let hist: Vec<u64> = v.overflow_history.iter().copied().collect();
     let peak = hist.iter().copied().max().unwrap_or(0);
-    f.render_widget(
-        Sparkline::default()
-            .data(&hist)
-            .style(Style::new().fg(Color::Red))
-            .block(
-                Block::new()
-                    .borders(Borders::ALL)
-                    .title(format!("ListenOverflows/s (peak {peak})")),
-            ),
-        spark,
-    );
+    Sparkline::default()
+        .data(&hist)
+        .style(Style::new().fg(Color::Red))
+        .block(
+            Block::new()
+                .borders(Borders::ALL)
+                .title(format!("ListenOverflows/s (peak {peak})")),
+        )
+}
 
+fn findings_panel(r: &Report) -> Paragraph<'static> {
     let lines: Vec<Line> = if r.findings.is_empty() {
         vec![Line::from("No findings.")]
     } else {
@@ -281,8 +299,5 @@ pub fn draw(f: &mut Frame, v: &WatchView) {
     if let Some(note) = &r.visibility.note {
         block = block.title_bottom(note.clone());
     }
-    f.render_widget(
-        Paragraph::new(lines).wrap(Wrap { trim: true }).block(block),
-        findings,
-    );
+    Paragraph::new(lines).wrap(Wrap { trim: true }).block(block)
 }

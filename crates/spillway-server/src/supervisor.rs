@@ -28,6 +28,20 @@ pub(crate) enum SlotEvent {
     StartFailed(String),
 }
 
+/// Why a reload did not take over.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ReloadError {
+    /// A worker of the new generation did not come up.
+    #[error("{0}")]
+    Start(#[from] StartError),
+    /// A start-up task failed (it panicked or was cancelled).
+    #[error("start-up task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+    /// The server began stopping meanwhile.
+    #[error("the server is shutting down")]
+    ShuttingDown,
+}
+
 /// A worker that passed its handshake, with a way to learn that its process exited.
 pub(crate) struct Running {
     link: Arc<WorkerLink>,
@@ -340,7 +354,7 @@ impl Supervisor {
     /// Starts a new generation of workers; when every one has imported the application,
     /// they take over and the old generation drains. If any fails, the new ones are
     /// stopped and the old generation keeps serving.
-    pub async fn reload(self: Arc<Self>) -> Result<u64, String> {
+    pub async fn reload(self: Arc<Self>) -> Result<u64, ReloadError> {
         let _one_at_a_time = self.reloading.lock().await;
         let old = self.generation();
         let generation = self.next_generation.fetch_add(1, Ordering::AcqRel);
@@ -363,12 +377,12 @@ impl Supervisor {
         for t in tasks {
             match t.await {
                 Ok(Ok(r)) => ready.push(r),
-                Ok(Err(e)) => failure = Some(e.to_string()),
-                Err(e) => failure = Some(e.to_string()),
+                Ok(Err(e)) => failure = Some(ReloadError::Start(e)),
+                Err(e) => failure = Some(ReloadError::Task(e)),
             }
         }
         if self.stopping() {
-            failure = Some("shutting down".to_owned());
+            failure = Some(ReloadError::ShuttingDown);
         }
         if let Some(reason) = failure {
             for r in ready {

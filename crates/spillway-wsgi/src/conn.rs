@@ -282,3 +282,138 @@ impl Link {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(body: BodyKind) -> Box<RequestHead> {
+        Box::new(RequestHead {
+            method: Bytes::from_static(b"GET"),
+            script_name: Bytes::new(),
+            path_info: Bytes::from_static(b"/"),
+            query_string: Bytes::new(),
+            protocol: spillway_proto::Protocol::Http11,
+            scheme: spillway_proto::Scheme::Http,
+            server_name: Bytes::new(),
+            server_port: Bytes::new(),
+            remote_addr: Bytes::new(),
+            remote_port: Bytes::new(),
+            body,
+            expect_continue: false,
+            headers: Vec::new(),
+        })
+    }
+
+    fn link() -> (Link, UnixStream) {
+        let (a, b) = UnixStream::pair().unwrap();
+        (Link::new(a), b)
+    }
+
+    #[test]
+    fn queued_jobs_are_finished_after_close_then_threads_stop() {
+        let q = JobQueue::new();
+        let s = Arc::new(Stream::new(1, BodyKind::Empty));
+        assert!(q.push(Job {
+            stream: s.clone(),
+            head: head(BodyKind::Empty),
+        }));
+        q.close();
+        assert!(!q.push(Job {
+            stream: s,
+            head: head(BodyKind::Empty),
+        }));
+        assert!(
+            q.next().is_some(),
+            "what was queued before close still runs"
+        );
+        assert!(q.next().is_none());
+    }
+
+    #[test]
+    fn frames_from_the_front_reach_their_stream() {
+        let (link, _peer) = link();
+        let q = JobQueue::new();
+        link.route(
+            Frame::RequestHead {
+                stream: 5,
+                head: head(BodyKind::Chunked),
+            },
+            &q,
+        )
+        .unwrap();
+        let job = q.next().unwrap();
+        assert!(!job.stream.lock().body_done, "a chunked body is open");
+        link.route(
+            Frame::RequestBody {
+                stream: 5,
+                data: Bytes::from_static(b"abc"),
+            },
+            &q,
+        )
+        .unwrap();
+        link.route(Frame::RequestEnd { stream: 5 }, &q).unwrap();
+        let st = job.stream.lock();
+        assert_eq!(st.body.front().map(|b| &b[..]), Some(&b"abc"[..]));
+        assert!(st.body_done);
+    }
+
+    #[test]
+    fn response_credit_is_granted_and_taken_and_cancel_stops_it() {
+        let (link, _peer) = link();
+        let q = JobQueue::new();
+        link.route(
+            Frame::RequestHead {
+                stream: 2,
+                head: head(BodyKind::Empty),
+            },
+            &q,
+        )
+        .unwrap();
+        let s = q.next().unwrap().stream;
+        let all = INITIAL_RESPONSE_WINDOW as usize;
+        assert_eq!(s.take_credit(all + 10), Some(all));
+        assert_eq!(s.take_credit(1), Some(0), "exhausted: wait for the front");
+        link.route(
+            Frame::ResponseCredit {
+                stream: 2,
+                bytes: 7,
+            },
+            &q,
+        )
+        .unwrap();
+        assert_eq!(s.take_credit(100), Some(7));
+        link.route(Frame::Cancel { stream: 2 }, &q).unwrap();
+        assert_eq!(s.take_credit(1), None, "the client is gone");
+        assert!(s.is_cancelled());
+    }
+
+    #[test]
+    fn a_credit_grant_past_the_window_is_a_protocol_error() {
+        let (link, _peer) = link();
+        let q = JobQueue::new();
+        link.route(
+            Frame::RequestHead {
+                stream: 3,
+                head: head(BodyKind::Empty),
+            },
+            &q,
+        )
+        .unwrap();
+        let r = link.route(
+            Frame::ResponseCredit {
+                stream: 3,
+                bytes: u32::MAX,
+            },
+            &q,
+        );
+        assert!(matches!(r, Err(WorkerError::Protocol(_))));
+    }
+
+    #[test]
+    fn frames_only_a_worker_sends_are_refused() {
+        let (link, _peer) = link();
+        let q = JobQueue::new();
+        assert!(link.route(Frame::Ready { threads: 1 }, &q).is_err());
+    }
+}

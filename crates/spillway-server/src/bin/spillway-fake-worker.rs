@@ -220,6 +220,13 @@ fn handle(stream: u32, head: RequestHead, rx: Receiver<Input>, out: Out) {
     };
     let mut parts = path.trim_start_matches('/').splitn(2, '/');
     let (name, arg) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    if !well_behaved(&mut r, name, arg) {
+        misbehave(&mut r, name, arg);
+    }
+}
+
+/// Answers as an application would; false for the paths that test misbehaviour.
+fn well_behaved(r: &mut Request, name: &str, arg: &str) -> bool {
     match name {
         "hello" => {
             r.head(
@@ -227,20 +234,18 @@ fn handle(stream: u32, head: RequestHead, rx: Receiver<Input>, out: Out) {
                 &[("Content-Type", "text/plain"), ("Content-Length", "5")],
             );
             r.body(b"hello");
-            r.end();
         }
         "echo" => {
             let Some(body) = r.read_body() else {
-                return r.end();
+                r.end();
+                return true;
             };
             r.head(200, &[("Content-Length", &body.len().to_string())]);
             r.body(&body);
-            r.end();
         }
         "no-read" => {
             r.head(200, &[("Content-Length", "2")]);
             r.body(b"ok");
-            r.end();
         }
         "big" => {
             let n: usize = arg.parse().unwrap_or(0);
@@ -254,18 +259,28 @@ fn handle(stream: u32, head: RequestHead, rx: Receiver<Input>, out: Out) {
                 }
                 left -= k;
             }
-            r.end();
         }
         "slow" => {
             std::thread::sleep(Duration::from_millis(arg.parse().unwrap_or(100)));
             r.head(200, &[("Content-Length", "4")]);
             r.body(b"slow");
-            r.end();
         }
-        "status" => {
-            r.head(arg.parse().unwrap_or(200), &[("Content-Length", "0")]);
-            r.end();
+        "status" => r.head(arg.parse().unwrap_or(200), &[("Content-Length", "0")]),
+        "environ" => environ(r),
+        "wait-cancel" => {
+            r.wait_cancel();
+            mark(&format!("cancelled-{arg}"));
         }
+        _ => return false,
+    }
+    r.end();
+    true
+}
+
+/// What a broken application or worker does.
+fn misbehave(r: &mut Request, name: &str, arg: &str) {
+    let stream = r.stream;
+    match name {
         "die" => std::process::exit(7),
         "die-after-head" => {
             r.head(200, &[]);
@@ -278,11 +293,6 @@ fn handle(stream: u32, head: RequestHead, rx: Receiver<Input>, out: Out) {
             mark(&format!("cancelled-{arg}"));
             // Like a Python thread that ignores the cancel: it never frees itself.
             std::thread::sleep(Duration::from_secs(3600));
-        }
-        "wait-cancel" => {
-            r.wait_cancel();
-            mark(&format!("cancelled-{arg}"));
-            r.end();
         }
         "garbage" => r.out.raw(&[0xff, 0xff, 0xff, 0xff, 0x20, 0, 0, 0, 0]),
         "abort" => {
@@ -302,33 +312,34 @@ fn handle(stream: u32, head: RequestHead, rx: Receiver<Input>, out: Out) {
             r.wait_cancel();
             r.end();
         }
-        "environ" => {
-            let h = &r.head;
-            let mut text = format!(
-                "method={} path={} query={} remote={}:{} host_port={}\n",
-                String::from_utf8_lossy(&h.method),
-                String::from_utf8_lossy(&h.path_info),
-                String::from_utf8_lossy(&h.query_string),
-                String::from_utf8_lossy(&h.remote_addr),
-                String::from_utf8_lossy(&h.remote_port),
-                String::from_utf8_lossy(&h.server_port),
-            );
-            for (k, v) in &h.headers {
-                text.push_str(&format!(
-                    "{}={}\n",
-                    String::from_utf8_lossy(k),
-                    String::from_utf8_lossy(v)
-                ));
-            }
-            r.head(200, &[("Content-Length", &text.len().to_string())]);
-            r.body(text.as_bytes());
-            r.end();
-        }
         _ => {
             r.head(404, &[("Content-Length", "0")]);
             r.end();
         }
     }
+}
+
+/// The head's fields as text, one per line.
+fn environ(r: &mut Request) {
+    let h = &r.head;
+    let mut text = format!(
+        "method={} path={} query={} remote={}:{} host_port={}\n",
+        String::from_utf8_lossy(&h.method),
+        String::from_utf8_lossy(&h.path_info),
+        String::from_utf8_lossy(&h.query_string),
+        String::from_utf8_lossy(&h.remote_addr),
+        String::from_utf8_lossy(&h.remote_port),
+        String::from_utf8_lossy(&h.server_port),
+    );
+    for (k, v) in &h.headers {
+        text.push_str(&format!(
+            "{}={}\n",
+            String::from_utf8_lossy(k),
+            String::from_utf8_lossy(v)
+        ));
+    }
+    r.head(200, &[("Content-Length", &text.len().to_string())]);
+    r.body(text.as_bytes());
 }
 
 /// Leaves a file in `$FAKE_DIR`, for a test to see what reached the worker.

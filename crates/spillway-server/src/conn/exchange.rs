@@ -269,7 +269,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             Response::Waiting => {
                 if f == Failure::WorkerLost {
                     let w = st.ex.worker();
-                    tracing::warn!(client = %self.peer.label, worker = w.pid, generation = w.generation, "worker died before answering; 502");
+                    tracing::warn!(client = %self.peer.label, worker = w.pid, generation = w.generation, origin = %Answer::WorkerLost.origin(), "worker died before answering; 502");
                 }
                 st.status = f.answer().status();
                 Flow::Done(self.answer_in_exchange(f.answer(), st).await)
@@ -302,7 +302,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         let timeout_s = self.front.cfg.timeout.as_secs();
         match st.response {
             Response::Waiting => {
-                tracing::warn!(client = %self.peer.label, worker = w.pid, generation = w.generation, timeout_s, "request timed out; 504; its worker thread is marked stuck");
+                tracing::warn!(client = %self.peer.label, worker = w.pid, generation = w.generation, timeout_s, origin = %Answer::TimedOut.origin(), "request timed out; 504; its worker thread is marked stuck");
                 st.status = Answer::TimedOut.status();
                 Flow::Done(self.answer_in_exchange(Answer::TimedOut, st).await)
             }

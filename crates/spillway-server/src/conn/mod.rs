@@ -96,14 +96,15 @@ pub(crate) struct Conn<S> {
 
 /// Serves one client connection until it closes, times out, or the server drains.
 /// `slot` is held while the connection serves (it counts against `--max-connections`).
-pub(crate) async fn serve_connection<S>(
+pub(crate) async fn serve_connection<S, T>(
     mut io: S,
     mut peer: Peer,
     front: Arc<Front>,
     draining: watch::Receiver<bool>,
-    slot: crate::accept::ConnSlot,
+    slot: T,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    T: Send + 'static,
 {
     let accepted = Instant::now();
     let mut rbuf = BytesMut::with_capacity(8 * 1024);
@@ -167,7 +168,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                     Ok(Some(p)) => return Some(p),
                     Ok(None) => {}
                     Err(answer) => {
-                        tracing::debug!(client = %self.peer.label, status = answer.status(), "malformed request; answered and closing");
+                        tracing::debug!(client = %self.peer.label, status = answer.status(), origin = %answer.origin(), error = %answer, "malformed request; answered and closing");
                         let reply = Reply {
                             head_method: false,
                             version: spillway_proto::Protocol::Http11,
@@ -255,7 +256,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         let head = match p.head {
             Ok(h) => h,
             Err(answer) => {
-                tracing::debug!(client = %self.peer.label, status = answer.status(), "request refused");
+                tracing::debug!(client = %self.peer.label, status = answer.status(), origin = %answer.origin(), error = %answer, "request refused");
                 reply.keep_alive = false;
                 return self.answer(answer, &reply, record).await;
             }
