@@ -3,7 +3,9 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use crate::frame::{BodyKind, Frame, Kind, Protocol, RequestHead, ResponseHead, Scheme};
+use crate::frame::{
+    BodyKind, Frame, Kind, Protocol, RequestHead, ResponseHead, Scheme, WorkerStats,
+};
 use crate::{HELLO_MAGIC, MAX_FRAME_LEN};
 
 /// A decoding failure: the peer is broken or not a spillway process; drop the connection.
@@ -148,7 +150,10 @@ fn decode_frame(mut frame: Bytes) -> Result<Frame, FrameError> {
     let kind_byte = frame.get_u8();
     let kind = Kind::from_u8(kind_byte).ok_or(FrameError::UnknownKind(kind_byte))?;
     let stream = frame.get_u32_le();
-    let control = matches!(kind, Kind::Hello | Kind::Ready | Kind::Shutdown);
+    let control = matches!(
+        kind,
+        Kind::Hello | Kind::Ready | Kind::Shutdown | Kind::Stats | Kind::Backlog
+    );
     if control != (stream == 0) {
         return Err(FrameError::BadStream { kind, stream });
     }
@@ -168,6 +173,21 @@ fn decode_frame(mut frame: Bytes) -> Result<Frame, FrameError> {
         }
         Kind::Ready => Frame::Ready { threads: p.u16()? },
         Kind::Shutdown => Frame::Shutdown,
+        Kind::Backlog => Frame::Backlog {
+            waiting: p.u32()?,
+            oldest_ms: p.u32()?,
+        },
+        Kind::Stats => Frame::Stats(Box::new(WorkerStats {
+            threads: p.u16()?,
+            target: p.u16()?,
+            busy: p.u16()?,
+            queued: p.u16()?,
+            requests: p.u64()?,
+            cpu_ns: p.u64()?,
+            gil_wait_ns: p.u64()?,
+            gil_takes: p.u64()?,
+            reason: p.bytes16()?,
+        })),
         Kind::RequestEnd => Frame::RequestEnd { stream },
         Kind::Cancel => Frame::Cancel { stream },
         Kind::ResponseEnd => Frame::ResponseEnd { stream },
@@ -282,6 +302,21 @@ mod tests {
             },
             Frame::Ready { threads: 4 },
             Frame::Shutdown,
+            Frame::Backlog {
+                waiting: 12,
+                oldest_ms: 40,
+            },
+            Frame::Stats(Box::new(WorkerStats {
+                threads: 9,
+                target: 12,
+                busy: 8,
+                queued: 3,
+                requests: 1 << 40,
+                cpu_ns: 123_456_789,
+                gil_wait_ns: 42,
+                gil_takes: 7,
+                reason: b("requests waited 3 ms with every thread busy"),
+            })),
             Frame::RequestHead {
                 stream: 7,
                 head: Box::new(sample_request()),

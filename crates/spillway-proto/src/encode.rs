@@ -44,6 +44,19 @@ impl Frame {
                 dst.put_u32_le(*pid);
             }
             Frame::Ready { threads } => dst.put_u16_le(*threads),
+            Frame::Backlog { waiting, oldest_ms } => {
+                dst.put_u32_le(*waiting);
+                dst.put_u32_le(*oldest_ms);
+            }
+            Frame::Stats(st) => {
+                for v in [st.threads, st.target, st.busy, st.queued] {
+                    dst.put_u16_le(v);
+                }
+                for v in [st.requests, st.cpu_ns, st.gil_wait_ns, st.gil_takes] {
+                    dst.put_u64_le(v);
+                }
+                put_bytes16(dst, &st.reason)?;
+            }
             Frame::Shutdown
             | Frame::RequestEnd { .. }
             | Frame::Cancel { .. }

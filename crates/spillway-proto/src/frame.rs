@@ -12,6 +12,10 @@ pub enum Kind {
     Ready = 0x02,
     /// front → worker: finish in-flight requests, then exit.
     Shutdown = 0x03,
+    /// worker → front: its threads and the numbers that size them.
+    Stats = 0x04,
+    /// front → worker: requests are waiting in the front's queue.
+    Backlog = 0x05,
     /// front → worker: a new request.
     RequestHead = 0x10,
     /// front → worker: request body bytes.
@@ -40,6 +44,8 @@ impl Kind {
             0x01 => Kind::Hello,
             0x02 => Kind::Ready,
             0x03 => Kind::Shutdown,
+            0x04 => Kind::Stats,
+            0x05 => Kind::Backlog,
             0x10 => Kind::RequestHead,
             0x11 => Kind::RequestBody,
             0x12 => Kind::RequestEnd,
@@ -145,6 +151,30 @@ pub struct ResponseHead {
     pub headers: Vec<(Bytes, Bytes)>,
 }
 
+/// What a worker reports about its thread pool: what it has, and the cumulative counters
+/// a reader turns into rates by taking differences.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct WorkerStats {
+    /// Python threads running now.
+    pub threads: u16,
+    /// Threads the pool is sizing itself towards.
+    pub target: u16,
+    /// Threads serving a request now.
+    pub busy: u16,
+    /// Requests waiting in the worker for a thread.
+    pub queued: u16,
+    /// Requests finished since start.
+    pub requests: u64,
+    /// CPU time of the worker process since start, in nanoseconds.
+    pub cpu_ns: u64,
+    /// Time threads waited to take the GIL, in nanoseconds, since start.
+    pub gil_wait_ns: u64,
+    /// How many times a thread took the GIL (to average the wait).
+    pub gil_takes: u64,
+    /// Why the thread count last changed, in an operator's words (empty: unchanged).
+    pub reason: Bytes,
+}
+
 /// One decoded frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
@@ -162,6 +192,16 @@ pub enum Frame {
     },
     /// front → worker: finish in-flight requests, then exit.
     Shutdown,
+    /// worker → front: its thread pool.
+    Stats(Box<WorkerStats>),
+    /// front → worker: requests wait in the front's queue (every worker is full), the
+    /// oldest for `oldest_ms`; `waiting` 0 says the queue emptied.
+    Backlog {
+        /// Requests waiting.
+        waiting: u32,
+        /// How long the oldest has waited, in milliseconds.
+        oldest_ms: u32,
+    },
     /// front → worker: a new request on `stream`.
     RequestHead {
         /// Request id.
@@ -233,6 +273,8 @@ impl Frame {
             Frame::Hello { .. } => Kind::Hello,
             Frame::Ready { .. } => Kind::Ready,
             Frame::Shutdown => Kind::Shutdown,
+            Frame::Stats(_) => Kind::Stats,
+            Frame::Backlog { .. } => Kind::Backlog,
             Frame::RequestHead { .. } => Kind::RequestHead,
             Frame::RequestBody { .. } => Kind::RequestBody,
             Frame::RequestEnd { .. } => Kind::RequestEnd,
@@ -249,7 +291,11 @@ impl Frame {
     /// The stream this frame belongs to (0 for control frames).
     pub fn stream(&self) -> u32 {
         match self {
-            Frame::Hello { .. } | Frame::Ready { .. } | Frame::Shutdown => 0,
+            Frame::Hello { .. }
+            | Frame::Ready { .. }
+            | Frame::Shutdown
+            | Frame::Stats(_)
+            | Frame::Backlog { .. } => 0,
             Frame::RequestHead { stream, .. }
             | Frame::RequestBody { stream, .. }
             | Frame::RequestEnd { stream }

@@ -46,6 +46,26 @@ pub struct WorkerCommand {
     pub cwd: Option<PathBuf>,
 }
 
+/// How many Python threads each worker runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Threads {
+    /// Fewest threads a self-sizing worker keeps (`--min-threads`).
+    pub min: u16,
+    /// Most threads a self-sizing worker grows to (`--max-threads`).
+    pub max: u16,
+    /// A fixed pool (`--threads N`), or `None` to size by load.
+    pub pinned: Option<u16>,
+}
+
+impl std::fmt::Display for Threads {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.pinned {
+            Some(n) => write!(f, "{n}"),
+            None => write!(f, "{}..{} by load", self.min, self.max),
+        }
+    }
+}
+
 /// Everything the front needs, validated.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -56,7 +76,7 @@ pub struct ServerConfig {
     /// Worker processes.
     pub workers: usize,
     /// Python threads per worker.
-    pub threads: u16,
+    pub threads: Threads,
     /// `listen()` backlog requested.
     pub backlog: u32,
     /// Idle time after which a keep-alive connection is closed (announced to clients).

@@ -12,10 +12,9 @@ use spillway_proto::{
     RecvWindow, RequestHead, ResponseHead, SendWindow, INITIAL_REQUEST_WINDOW,
     INITIAL_RESPONSE_WINDOW, MAX_CHUNK,
 };
-use tokio::sync::mpsc;
 
 use crate::error::Answer;
-use crate::link::{Event, OpenError, WorkerLink};
+use crate::link::{Event, Inbox, OpenError, WorkerLink};
 use crate::pool::Pool;
 
 /// The workers as requests see them.
@@ -62,7 +61,7 @@ impl Failure {
 pub(crate) struct Exchange {
     link: Arc<WorkerLink>,
     stream: u32,
-    events: mpsc::UnboundedReceiver<Event>,
+    events: Arc<Inbox>,
     /// Request-body credit the worker granted.
     send: SendWindow,
     /// Response-body credit granted to the worker.
@@ -123,8 +122,8 @@ impl Exchange {
 
     /// The next reply if one is already here (to batch what arrived together).
     pub fn try_next(&mut self) -> Option<Reply> {
-        let ev = self.events.try_recv().ok()?;
-        Some(self.apply(Some(ev)))
+        let ev = self.events.try_recv()?;
+        Some(self.apply(ev))
     }
 
     /// Polls for the worker's next reply.
@@ -135,31 +134,31 @@ impl Exchange {
         self.events.poll_recv(cx).map(|ev| self.apply(ev))
     }
 
-    fn apply(&mut self, ev: Option<Event>) -> Reply {
+    fn apply(&mut self, ev: Event) -> Reply {
         match ev {
-            Some(Event::Head(h)) => Reply::Head(h),
-            Some(Event::Body(b)) => {
+            Event::Head(h) => Reply::Head(h),
+            Event::Body(b) => {
                 if self.recv.received(b.len()).is_err() {
                     return self.broken("sent more response body than it was granted");
                 }
                 self.undelivered = true;
                 Reply::Body(b)
             }
-            Some(Event::BodyCredit(n)) => {
+            Event::BodyCredit(n) => {
                 if self.send.grant(n).is_err() {
                     return self.broken("granted request-body credit past the maximum");
                 }
                 Reply::Credit
             }
-            Some(Event::End) => {
+            Event::End => {
                 self.finished = true;
                 Reply::End
             }
-            Some(Event::Abort) => {
+            Event::Abort => {
                 self.finished = true;
                 Reply::Failed(Failure::Aborted)
             }
-            Some(Event::WorkerLost) | None => {
+            Event::WorkerLost => {
                 self.finished = true;
                 Reply::Failed(Failure::WorkerLost)
             }

@@ -13,6 +13,7 @@ mod accept;
 mod access_log;
 mod admin;
 mod agent;
+mod backlog;
 pub mod config;
 mod conn;
 mod devreload;
@@ -32,7 +33,7 @@ mod supervisor;
 pub mod systemd;
 pub mod trusted;
 
-pub use config::{AccessLog, BindAddr, ServerConfig, StateNotifier, WorkerCommand};
+pub use config::{AccessLog, BindAddr, ServerConfig, StateNotifier, Threads, WorkerCommand};
 pub use devreload::roots_for as reload_roots;
 pub use listener::somaxconn;
 pub use server::{controller, serve, serve_with, Control, Controller, Controls};

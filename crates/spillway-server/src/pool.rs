@@ -137,6 +137,8 @@ pub struct Pool<W> {
     /// Signalled whenever a claim is released or the queue shrinks, for whoever waits
     /// for a worker or the whole server to become idle.
     changed: Notify,
+    /// Signalled when a request joins an empty queue.
+    grew: Notify,
     me: Weak<Pool<W>>,
 }
 
@@ -152,6 +154,7 @@ impl<W: Clone + Send + Sync + 'static> Pool<W> {
             limits,
             stats: AdmissionStats::default(),
             changed: Notify::new(),
+            grew: Notify::new(),
             me: me.clone(),
         })
     }
@@ -174,7 +177,6 @@ impl<W: Clone + Send + Sync + 'static> Pool<W> {
 
     /// Waits for a free Python thread (FIFO among waiters) and claims it.
     pub async fn acquire(&self) -> Result<Lease<W>, AdmissionError> {
-        let since = Instant::now();
         let rx = {
             let mut st = self.lock();
             if st.closed {
@@ -201,7 +203,13 @@ impl<W: Clone + Send + Sync + 'static> Pool<W> {
                 return Err(AdmissionError::QueueFull);
             }
             let (tx, rx) = oneshot::channel();
-            st.queue.push_back(Waiter { tx, since });
+            st.queue.push_back(Waiter {
+                tx,
+                since: Instant::now(),
+            });
+            if st.queue.len() == 1 {
+                self.grew.notify_one();
+            }
             rx
         };
         // However this wait ends (a thread, a timeout, the client leaving), whoever waits
@@ -249,6 +257,16 @@ impl<W: Clone + Send + Sync + 'static> Pool<W> {
         self.hand_out(&mut st, idx);
     }
 
+    /// Changes how many requests a worker takes at once (its thread pool grew or shrank,
+    /// or its pipeline changed with its service time).
+    pub fn set_limit(&self, id: u64, limit: u32) {
+        let mut st = self.lock();
+        if let Some(idx) = st.slots.iter().position(|s| s.id == id) {
+            st.slots[idx].limit = limit;
+            self.hand_out(&mut st, idx);
+        }
+    }
+
     /// Stops giving a worker new requests; its claims are still counted (it drains).
     pub fn retire(&self, id: u64) {
         if let Some(s) = self.lock().slots.iter_mut().find(|s| s.id == id) {
@@ -289,6 +307,12 @@ impl<W: Clone + Send + Sync + 'static> Pool<W> {
             }
             changed.await;
         }
+    }
+
+    /// Completes when a request joined an empty queue (a stored permit: one that joined
+    /// while nobody listened is not missed).
+    pub async fn queue_grew(&self) {
+        self.grew.notified().await
     }
 
     /// Refuses new requests and fails queued ones (shutdown).

@@ -122,6 +122,8 @@ pub(crate) async fn start(
     id: u64,
     generation: u64,
     max_requests: u64,
+    pipelined: bool,
+    on_limit: Box<dyn Fn(u32) + Send + Sync>,
 ) -> Result<Started, StartError> {
     let (mut child, socket) = spawn(cmd).map_err(StartError::Spawn)?;
     let (mut rd, wr) = socket.into_split();
@@ -151,7 +153,15 @@ pub(crate) async fn start(
     };
     match handshake.await {
         Ok((pid, threads)) => {
-            let (link, reader) = WorkerLink::start(id, pid, generation, max_requests, rd, buf, wr);
+            let (link, reader) = WorkerLink::start(
+                id,
+                pid,
+                generation,
+                max_requests,
+                (threads, pipelined),
+                on_limit,
+                (rd, buf, wr),
+            );
             Ok(Started {
                 child,
                 link,

@@ -45,7 +45,6 @@ pub(crate) enum ReloadError {
 /// A worker that passed its handshake, with a way to learn that its process exited.
 pub(crate) struct Running {
     link: Arc<WorkerLink>,
-    threads: u16,
     /// Becomes `Some(description)` when the process has exited.
     exited: watch::Receiver<Option<String>>,
 }
@@ -57,6 +56,8 @@ pub(crate) struct Policy {
     pub max_requests: u64,
     pub max_requests_jitter: u64,
     pub graceful_timeout: Duration,
+    /// Workers size their threads by load (no `--threads`), so they may be pipelined.
+    pub pipelined: bool,
 }
 
 impl Policy {
@@ -66,6 +67,7 @@ impl Policy {
             max_requests: cfg.max_requests,
             max_requests_jitter: cfg.max_requests_jitter,
             graceful_timeout: cfg.graceful_timeout,
+            pipelined: cfg.threads.pinned.is_none(),
         }
     }
 }
@@ -157,8 +159,17 @@ impl Supervisor {
     /// when it joins the pool.
     async fn start(&self, slot: usize, generation: u64) -> Result<Running, StartError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let started =
-            spawn::start(&self.policy.command, id, generation, self.request_limit(id)).await?;
+        let pool = self.pool.clone();
+        let on_limit = Box::new(move |limit| pool.set_limit(id, limit));
+        let started = spawn::start(
+            &self.policy.command,
+            id,
+            generation,
+            self.request_limit(id),
+            self.policy.pipelined,
+            on_limit,
+        )
+        .await?;
         let spawn::Started {
             mut child,
             link,
@@ -189,11 +200,7 @@ impl Supervisor {
             };
             let _ = tx.send(Some(status));
         });
-        Ok(Running {
-            link,
-            threads,
-            exited: rx,
-        })
+        Ok(Running { link, exited: rx })
     }
 
     /// Records a death; returns how many happened within the crash window.
@@ -212,8 +219,8 @@ impl Supervisor {
 
     /// Puts a started worker into service.
     fn activate(&self, r: &Running) {
-        self.pool
-            .add(r.link.id, r.link.clone(), u32::from(r.threads.max(1)));
+        let (_, _, limit) = r.link.pool_stats();
+        self.pool.add(r.link.id, r.link.clone(), limit);
         self.ever_ready.store(true, Ordering::Release);
         let _ = self.events.send(SlotEvent::Ready);
     }

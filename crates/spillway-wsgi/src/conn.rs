@@ -1,63 +1,21 @@
-//! The worker's end of the socketpair: a reader thread that routes frames to requests,
-//! and a shared writer that Python threads use for response frames.
+//! The worker's end of the socketpair: the reader routes frames to requests (new ones go
+//! to the thread pool), and Python threads write their response frames through a shared
+//! writer, without giving up the GIL when the socket takes the bytes at once.
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use pyo3::Python;
 use spillway_proto::{decode, BodyKind, Frame, RequestHead, SendWindow, INITIAL_RESPONSE_WINDOW};
 
+use crate::pool::Pool;
 use crate::WorkerError;
-
-/// Requests waiting for a Python thread. A plain mutex and condvar, on purpose: channel
-/// implementations spin before parking, and several idle Python threads spinning took a
-/// measurable share of a 2-core machine from the front (seen with perf).
-pub(crate) struct JobQueue {
-    state: Mutex<(VecDeque<Job>, bool)>,
-    ready: Condvar,
-}
-
-impl JobQueue {
-    pub fn new() -> JobQueue {
-        JobQueue {
-            state: Mutex::new((VecDeque::new(), false)),
-            ready: Condvar::new(),
-        }
-    }
-
-    fn push(&self, job: Job) -> bool {
-        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        if st.1 {
-            return false;
-        }
-        st.0.push_back(job);
-        drop(st);
-        self.ready.notify_one();
-        true
-    }
-
-    /// No more jobs: threads finish what is queued, then `next` returns `None`.
-    pub fn close(&self) {
-        self.state.lock().unwrap_or_else(|p| p.into_inner()).1 = true;
-        self.ready.notify_all();
-    }
-
-    /// Blocks (the caller has released the GIL) for the next job.
-    pub fn next(&self) -> Option<Job> {
-        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        loop {
-            if let Some(job) = st.0.pop_front() {
-                return Some(job);
-            }
-            if st.1 {
-                return None;
-            }
-            st = self.ready.wait(st).unwrap_or_else(|p| p.into_inner());
-        }
-    }
-}
 
 /// A request handed to a Python thread.
 pub(crate) struct Job {
@@ -74,6 +32,8 @@ pub(crate) struct Stream {
 
 /// What the reader thread has delivered for one request.
 pub(crate) struct StreamState {
+    /// A thread waits on this stream: only then is a change worth a wake-up.
+    waiting: bool,
     /// Request-body chunks not yet taken by `wsgi.input`.
     pub body: VecDeque<Bytes>,
     /// The front sent `RequestEnd` (or there never was a body).
@@ -89,6 +49,7 @@ impl Stream {
         Stream {
             id,
             state: Mutex::new(StreamState {
+                waiting: false,
                 body: VecDeque::new(),
                 body_done: matches!(body, BodyKind::Empty | BodyKind::Length(0)),
                 cancelled: false,
@@ -109,15 +70,22 @@ impl Stream {
         let mut st = self.lock();
         loop {
             if let Some(v) = ready(&mut st) {
+                st.waiting = false;
                 return v;
             }
+            st.waiting = true;
             st = self.cond.wait(st).unwrap_or_else(|p| p.into_inner());
         }
     }
 
     fn update(&self, f: impl FnOnce(&mut StreamState)) {
-        f(&mut self.lock());
-        self.cond.notify_all();
+        let mut st = self.lock();
+        f(&mut st);
+        let wake = st.waiting;
+        drop(st);
+        if wake {
+            self.cond.notify_all();
+        }
     }
 
     /// Takes up to `want` bytes of response credit under one lock: `None` once the client
@@ -136,10 +104,43 @@ impl Stream {
     }
 }
 
+/// Exclusive use of the socket for writing. Not a `MutexGuard`: a thread that started a
+/// write while holding the GIL must be able to finish it after releasing the GIL, and a
+/// guard cannot cross that boundary.
+struct WriteLock {
+    busy: Mutex<bool>,
+    free: Condvar,
+}
+
+impl WriteLock {
+    fn try_acquire(&self) -> bool {
+        let mut b = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        !std::mem::replace(&mut *b, true)
+    }
+
+    fn acquire(&self) {
+        let mut b = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        while *b {
+            b = self.free.wait(b).unwrap_or_else(|p| p.into_inner());
+        }
+        *b = true;
+    }
+
+    fn release(&self) {
+        *self.busy.lock().unwrap_or_else(|p| p.into_inner()) = false;
+        self.free.notify_one();
+    }
+}
+
 /// The socket to the front, shared by the reader thread and every Python thread.
 pub(crate) struct Link {
-    writer: Mutex<UnixStream>,
+    sock: UnixStream,
+    writing: WriteLock,
     streams: Mutex<HashMap<u32, Arc<Stream>>>,
+    /// When a write last found the socket full (ns after `born`): the front is not taking
+    /// responses as fast as they come, and more threads would not help.
+    full_at: AtomicU64,
+    born: Instant,
 }
 
 /// Why the reader loop ended.
@@ -150,23 +151,111 @@ pub(crate) enum ReadEnd {
     FrontGone,
 }
 
-impl Link {
-    pub fn new(writer: UnixStream) -> Link {
-        Link {
-            writer: Mutex::new(writer),
-            streams: Mutex::new(HashMap::new()),
+fn front_gone(e: &std::io::Error) -> ! {
+    tracing::error!(worker = std::process::id(), error = %e, "lost the socket to the front; exiting");
+    std::process::exit(1)
+}
+
+/// Sends what the socket takes now, without blocking.
+fn send_nonblocking(sock: &UnixStream, buf: &[u8]) -> std::io::Result<usize> {
+    loop {
+        // SAFETY: send(2) reads `buf.len()` bytes from a live slice on a socket we own;
+        // MSG_DONTWAIT applies to this call only, so the socket stays blocking for others.
+        let n = unsafe {
+            libc::send(
+                sock.as_raw_fd(),
+                buf.as_ptr().cast(),
+                buf.len(),
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        };
+        if n >= 0 {
+            return Ok(n as usize);
         }
+        let e = std::io::Error::last_os_error();
+        match e.kind() {
+            std::io::ErrorKind::WouldBlock => return Ok(0),
+            std::io::ErrorKind::Interrupted => continue,
+            _ => return Err(e),
+        }
+    }
+}
+
+impl Link {
+    pub fn new(sock: UnixStream) -> Link {
+        Link {
+            sock,
+            writing: WriteLock {
+                busy: Mutex::new(false),
+                free: Condvar::new(),
+            },
+            streams: Mutex::new(HashMap::new()),
+            full_at: AtomicU64::new(u64::MAX),
+            born: Instant::now(),
+        }
+    }
+
+    /// Whether a write found the socket to the front full within the last `within`.
+    pub fn was_full(&self, within: Duration) -> bool {
+        let at = self.full_at.load(Ordering::Relaxed);
+        at != u64::MAX
+            && (self.born.elapsed().as_nanos() as u64).saturating_sub(at) < within.as_nanos() as u64
+    }
+
+    fn mark_full(&self) {
+        self.full_at
+            .store(self.born.elapsed().as_nanos() as u64, Ordering::Relaxed);
     }
 
     /// Writes already-encoded frames. The caller must not hold the GIL (a full socket
     /// buffer blocks here). A failed write means the front is gone: exit at once, since
     /// no response can reach anyone.
     pub fn write_all(&self, buf: &[u8]) {
-        let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        if let Err(e) = w.write_all(buf) {
-            tracing::error!(worker = std::process::id(), error = %e, "lost the socket to the front; exiting");
-            std::process::exit(1);
+        self.writing.acquire();
+        let r = self.write_locked(buf);
+        self.writing.release();
+        if let Err(e) = r {
+            front_gone(&e);
         }
+    }
+
+    /// Writes with the write lock held: what the socket takes at once, then (noting that
+    /// it was full) the rest, blocking.
+    fn write_locked(&self, buf: &[u8]) -> std::io::Result<()> {
+        let sent = send_nonblocking(&self.sock, buf)?;
+        if sent == buf.len() {
+            return Ok(());
+        }
+        self.mark_full();
+        (&self.sock).write_all(&buf[sent..])
+    }
+
+    /// Writes frames from a thread holding the GIL: at once if the socket takes them (no
+    /// GIL hand-off, no wake-up), else the rest with the GIL released.
+    pub fn write_hot(&self, py: Python<'_>, buf: &[u8]) {
+        if !self.writing.try_acquire() {
+            return crate::gil::detach(py, || self.write_all(buf));
+        }
+        let sent = match send_nonblocking(&self.sock, buf) {
+            Ok(n) => n,
+            Err(e) => {
+                self.writing.release();
+                front_gone(&e)
+            }
+        };
+        if sent == buf.len() {
+            self.writing.release();
+            return;
+        }
+        self.mark_full();
+        let rest = &buf[sent..];
+        crate::gil::detach(py, || {
+            let r = (&self.sock).write_all(rest);
+            self.writing.release();
+            if let Err(e) = r {
+                front_gone(&e);
+            }
+        });
     }
 
     /// Encodes and writes one control or credit frame (these always fit a frame).
@@ -196,34 +285,41 @@ impl Link {
             .cloned()
     }
 
-    /// Reads frames until the front says shutdown or goes away, handing requests to the
-    /// Python threads through `jobs`. Runs on its own thread without the GIL.
-    pub fn read_loop(
+    /// Reads once (waiting at most what `reader`'s timeout allows) and routes every
+    /// complete frame: one read syscall serves a whole batch from a busy front. `None`:
+    /// keep going. `chunk` is the read scratch space, reused across calls.
+    pub fn read_batch(
         &self,
-        mut reader: UnixStream,
-        jobs: &JobQueue,
-    ) -> Result<ReadEnd, WorkerError> {
-        let mut buf = BytesMut::with_capacity(64 * 1024);
-        let mut chunk = vec![0u8; 64 * 1024];
-        loop {
-            // Take every frame already buffered before the next read: one read syscall
-            // serves a whole batch from a busy front.
-            while let Some(frame) = decode(&mut buf)? {
-                if let Some(end) = self.route(frame, jobs)? {
-                    return Ok(end);
-                }
+        reader: &mut UnixStream,
+        buf: &mut BytesMut,
+        chunk: &mut [u8],
+        pool: &Pool,
+    ) -> Result<Option<ReadEnd>, WorkerError> {
+        let got = match reader.read(chunk) {
+            Ok(0) => return Ok(Some(ReadEnd::FrontGone)),
+            Ok(n) => n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock
+                        | std::io::ErrorKind::TimedOut
+                        | std::io::ErrorKind::Interrupted
+                ) =>
+            {
+                return Ok(None)
             }
-            let got = match reader.read(&mut chunk) {
-                Ok(0) => return Ok(ReadEnd::FrontGone),
-                Ok(got) => got,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(WorkerError::Io(e)),
-            };
-            buf.extend_from_slice(&chunk[..got]);
+            Err(e) => return Err(WorkerError::Io(e)),
+        };
+        buf.extend_from_slice(&chunk[..got]);
+        while let Some(frame) = decode(buf)? {
+            if let Some(end) = self.route(frame, pool)? {
+                return Ok(Some(end));
+            }
         }
+        Ok(None)
     }
 
-    fn route(&self, frame: Frame, jobs: &JobQueue) -> Result<Option<ReadEnd>, WorkerError> {
+    fn route(&self, frame: Frame, pool: &Pool) -> Result<Option<ReadEnd>, WorkerError> {
         match frame {
             Frame::RequestHead { stream, head } => {
                 let s = Arc::new(Stream::new(stream, head.body));
@@ -231,7 +327,7 @@ impl Link {
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .insert(stream, s.clone());
-                if !jobs.push(Job { stream: s, head }) {
+                if !pool.push(Job { stream: s, head }) {
                     return Err(WorkerError::Protocol("request after shutdown".into()));
                 }
             }
@@ -256,6 +352,9 @@ impl Link {
                     s.update(|st| granted = st.response_credit.grant(bytes));
                     granted.map_err(|e| WorkerError::Protocol(e.to_string()))?;
                 }
+            }
+            Frame::Backlog { waiting, oldest_ms } => {
+                pool.backlog(waiting, std::time::Duration::from_millis(oldest_ms as u64))
             }
             Frame::Shutdown => return Ok(Some(ReadEnd::Shutdown)),
             other => {
@@ -305,6 +404,24 @@ mod tests {
         })
     }
 
+    fn pool() -> Pool {
+        let limits = crate::sizing::ThreadLimits {
+            min: 1,
+            max: 4,
+            pinned: None,
+        };
+        let p = Pool::new(limits, std::time::Instant::now());
+        p.started();
+        p
+    }
+
+    fn take(p: &Pool) -> Job {
+        match p.take() {
+            crate::pool::Next::Job(j) => j,
+            crate::pool::Next::Exit => panic!("the pool let its thread go"),
+        }
+    }
+
     fn link() -> (Link, UnixStream) {
         let (a, b) = UnixStream::pair().unwrap();
         (Link::new(a), b)
@@ -312,7 +429,7 @@ mod tests {
 
     #[test]
     fn queued_jobs_are_finished_after_close_then_threads_stop() {
-        let q = JobQueue::new();
+        let q = pool();
         let s = Arc::new(Stream::new(1, BodyKind::Empty));
         assert!(q.push(Job {
             stream: s.clone(),
@@ -324,16 +441,16 @@ mod tests {
             head: head(BodyKind::Empty),
         }));
         assert!(
-            q.next().is_some(),
+            matches!(q.take(), crate::pool::Next::Job(_)),
             "what was queued before close still runs"
         );
-        assert!(q.next().is_none());
+        assert!(matches!(q.take(), crate::pool::Next::Exit));
     }
 
     #[test]
     fn frames_from_the_front_reach_their_stream() {
         let (link, _peer) = link();
-        let q = JobQueue::new();
+        let q = pool();
         link.route(
             Frame::RequestHead {
                 stream: 5,
@@ -342,7 +459,7 @@ mod tests {
             &q,
         )
         .unwrap();
-        let job = q.next().unwrap();
+        let job = take(&q);
         assert!(!job.stream.lock().body_done, "a chunked body is open");
         link.route(
             Frame::RequestBody {
@@ -361,7 +478,7 @@ mod tests {
     #[test]
     fn response_credit_is_granted_and_taken_and_cancel_stops_it() {
         let (link, _peer) = link();
-        let q = JobQueue::new();
+        let q = pool();
         link.route(
             Frame::RequestHead {
                 stream: 2,
@@ -370,7 +487,7 @@ mod tests {
             &q,
         )
         .unwrap();
-        let s = q.next().unwrap().stream;
+        let s = take(&q).stream;
         let all = INITIAL_RESPONSE_WINDOW as usize;
         assert_eq!(s.take_credit(all + 10), Some(all));
         assert_eq!(s.take_credit(1), Some(0), "exhausted: wait for the front");
@@ -391,7 +508,7 @@ mod tests {
     #[test]
     fn a_credit_grant_past_the_window_is_a_protocol_error() {
         let (link, _peer) = link();
-        let q = JobQueue::new();
+        let q = pool();
         link.route(
             Frame::RequestHead {
                 stream: 3,
@@ -413,7 +530,7 @@ mod tests {
     #[test]
     fn frames_only_a_worker_sends_are_refused() {
         let (link, _peer) = link();
-        let q = JobQueue::new();
+        let q = pool();
         assert!(link.route(Frame::Ready { threads: 1 }, &q).is_err());
     }
 }

@@ -61,12 +61,12 @@ impl Input {
                     bytes,
                 };
                 let link = &self.link;
-                py.detach(|| link.send(&frame));
+                crate::gil::detach(py, || link.send(&frame));
             }
         }
         let stream = &self.stream;
         let buf = &mut self.buf;
-        let got = py.detach(|| {
+        let got = crate::gil::detach(py, || {
             stream.wait_until(|st| {
                 if st.cancelled {
                     return Some((Fill::Cancelled, 0));

@@ -6,9 +6,13 @@
 mod conn;
 mod environ;
 mod errors;
+mod gil;
 mod head;
 mod input;
+mod meter;
+mod pool;
 mod response;
+mod sizing;
 
 use std::ffi::CString;
 use std::os::unix::net::UnixStream;
@@ -16,11 +20,18 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use pyo3::prelude::*;
-use pyo3::types::{PyModule, PyTuple};
-use spillway_proto::{Frame, PROTOCOL_VERSION};
+use pyo3::types::{PyDict, PyModule};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
 
-use conn::{JobQueue, Link, ReadEnd};
+use bytes::{Bytes, BytesMut};
+use spillway_proto::{Frame, WorkerStats, PROTOCOL_VERSION};
+
+use conn::{Link, ReadEnd};
+use pool::Pool;
+
 use errors::ErrorStream;
+pub use sizing::ThreadLimits;
 
 const BOOTSTRAP: &str = include_str!("bootstrap.py");
 
@@ -32,8 +43,8 @@ const BUILD_PYTHON: Option<&str> = option_env!("SPILLWAY_BUILD_PYTHON");
 pub struct WorkerSpec {
     /// `module:callable`, `module:factory()` or `path/to/file.py:callable`.
     pub app: String,
-    /// Python threads calling the application.
-    pub threads: u16,
+    /// How many Python threads call the application.
+    pub threads: ThreadLimits,
     /// Directories prepended to `sys.path`.
     pub pythonpath: Vec<PathBuf>,
     /// A virtualenv whose site-packages take precedence.
@@ -72,19 +83,17 @@ impl From<spillway_proto::FrameError> for WorkerError {
 pub(crate) struct Ctx {
     pub app: Py<PyAny>,
     pub link: Arc<Link>,
-    pub errors: Py<ErrorStream>,
-    pub file_wrapper: Py<PyAny>,
+    /// What every request's environ starts as (`wsgi.*` constants).
+    pub environ_base: Py<PyDict>,
     pub format_exception: Py<PyAny>,
-    pub version: Py<PyTuple>,
-    pub multithread: bool,
-    pub multiprocess: bool,
     pub pid: u32,
+    pub pool: Arc<Pool>,
 }
 
 /// Runs a worker on `socket` until the front asks it to stop or goes away.
 pub fn run(spec: WorkerSpec, socket: UnixStream) -> Result<(), WorkerError> {
     let pid = std::process::id();
-    let reader = socket.try_clone()?;
+    let mut reader = socket.try_clone()?;
     let link = Arc::new(Link::new(socket));
     // Hello first, so the front knows this pid even if the import then fails.
     link.send(&Frame::Hello {
@@ -93,29 +102,19 @@ pub fn run(spec: WorkerSpec, socket: UnixStream) -> Result<(), WorkerError> {
     });
 
     Python::initialize();
-    let ctx = Python::attach(|py| load(py, &spec, link.clone(), pid))?;
+    let pool = Arc::new(Pool::new(spec.threads, Instant::now()));
+    let ctx = Python::attach(|py| load(py, &spec, link.clone(), pid, pool.clone()))?;
     let ctx = Arc::new(ctx);
 
-    let threads = spec.threads.max(1);
-    let jobs = Arc::new(JobQueue::new());
-    let mut handles = Vec::with_capacity(threads as usize);
-    for i in 0..threads {
-        let jobs = jobs.clone();
-        let ctx = ctx.clone();
-        let h = std::thread::Builder::new()
-            .name(format!("python-{i}"))
-            .spawn(move || python_thread(&ctx, &jobs))?;
-        handles.push(h);
-    }
-    link.send(&Frame::Ready { threads });
-    tracing::debug!(worker = pid, app = %spec.app, threads, "worker imported the application");
+    // Warm start: one thread until the first request is done.
+    spawn_threads(&ctx, 1)?;
+    link.send(&Frame::Ready { threads: 1 });
+    tracing::debug!(worker = pid, app = %spec.app, "worker imported the application");
 
-    match link.read_loop(reader, &jobs)? {
+    match read_until_end(&ctx, &mut reader)? {
         ReadEnd::Shutdown => {
-            jobs.close();
-            for h in handles {
-                let _ = h.join();
-            }
+            pool.close();
+            pool.wait_empty(Duration::from_secs(24 * 3600));
             Python::attach(|py| {
                 if let Ok(atexit) = py.import("atexit") {
                     let _ = atexit.call_method0("_run_exitfuncs");
@@ -132,6 +131,109 @@ pub fn run(spec: WorkerSpec, socket: UnixStream) -> Result<(), WorkerError> {
     }
 }
 
+/// The reader: routes frames, and between reads lets the pool size itself and tells the
+/// front what it has.
+fn read_until_end(ctx: &Arc<Ctx>, reader: &mut UnixStream) -> Result<ReadEnd, WorkerError> {
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    let mut chunk = vec![0u8; 64 * 1024];
+    let mut meter = meter::Meter::new();
+    let mut report = Report::default();
+    let mut timeout: Option<Duration> = None;
+    loop {
+        let want = ctx.pool.tick_in();
+        if want != timeout {
+            reader.set_read_timeout(want)?;
+            timeout = want;
+        }
+        if let Some(end) = ctx
+            .link
+            .read_batch(reader, &mut buf, &mut chunk, &ctx.pool)?
+        {
+            return Ok(end);
+        }
+        let front_full = ctx.link.was_full(Duration::from_millis(100));
+        let spawn = ctx.pool.tick(front_full, |counts| meter.sample(counts));
+        spawn_threads(ctx, spawn)?;
+        report.send(ctx);
+    }
+}
+
+/// Starts `n` more Python threads.
+fn spawn_threads(ctx: &Arc<Ctx>, n: u16) -> std::io::Result<()> {
+    static SEQ: AtomicU32 = AtomicU32::new(0);
+    for _ in 0..n {
+        ctx.pool.started();
+        let me = ctx.clone();
+        let name = format!("python-{}", SEQ.fetch_add(1, Ordering::Relaxed));
+        if let Err(e) = std::thread::Builder::new()
+            .name(name)
+            .spawn(move || python_thread(&me))
+        {
+            ctx.pool.exited();
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+/// What the front last heard about the pool, so a report goes out on a change, and
+/// otherwise at most once a second while busy.
+#[derive(Default)]
+struct Report {
+    sent: Option<Instant>,
+    logged: Option<Instant>,
+    /// A change not yet logged (logging is at most once a second per worker).
+    unlogged: Option<(u16, u16, String)>,
+}
+
+impl Report {
+    fn send(&mut self, ctx: &Ctx) {
+        let (snap, change) = ctx.pool.snapshot();
+        let due = self
+            .sent
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
+        if change.is_none() && !(due && snap.busy > 0) {
+            return;
+        }
+        let reason = change.as_ref().map(|d| d.why.clone()).unwrap_or_default();
+        if let Some(d) = change {
+            let from = self.unlogged.take().map_or(d.from, |(from, _, _)| from);
+            self.unlogged = Some((from, d.to, d.why));
+        }
+        if let Some((from, to, why)) = self.unlogged.take() {
+            if self
+                .logged
+                .is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
+            {
+                tracing::info!(
+                    worker = ctx.pid,
+                    threads_from = from,
+                    threads_to = to,
+                    busy = snap.busy,
+                    queued = snap.queued,
+                    "threads {from} -> {to}: {why}"
+                );
+                self.logged = Some(Instant::now());
+            } else {
+                self.unlogged = Some((from, to, why));
+            }
+        }
+        let (gil_wait_ns, gil_takes) = gil::totals();
+        ctx.link.send(&Frame::Stats(Box::new(WorkerStats {
+            threads: snap.threads,
+            target: snap.target,
+            busy: snap.busy,
+            queued: snap.queued,
+            requests: snap.requests,
+            cpu_ns: meter::process_cpu_ns(),
+            gil_wait_ns,
+            gil_takes,
+            reason: Bytes::from(reason),
+        })));
+        self.sent = Some(Instant::now());
+    }
+}
+
 /// The Python traceback of `e` as text (falls back to the exception's message).
 pub(crate) fn traceback(py: Python<'_>, format_exception: &Bound<'_, PyAny>, e: &PyErr) -> String {
     // Pass the traceback explicitly: on 3.11 a fetched exception's __traceback__ is unset.
@@ -141,15 +243,51 @@ pub(crate) fn traceback(py: Python<'_>, format_exception: &Bound<'_, PyAny>, e: 
         .unwrap_or_else(|_| e.to_string())
 }
 
-fn python_thread(ctx: &Ctx, jobs: &JobQueue) {
+/// One request in this many is timed (wall and thread CPU) to tell I/O-bound requests
+/// from CPU-bound ones; the thread CPU clock is a system call.
+const MEASURE_EVERY: u32 = 4;
+
+fn python_thread(ctx: &Arc<Ctx>) {
+    let wanted = Instant::now();
+    let mut n: u32 = 0;
     Python::attach(|py| {
-        while let Some(job) = py.detach(|| jobs.next()) {
+        gil::taken(wanted);
+        loop {
+            // The hot path: the next request is already here, and this thread keeps the
+            // GIL for it.
+            let job = match ctx.pool.try_take() {
+                Some(job) => job,
+                None => match gil::detach(py, || ctx.pool.take()) {
+                    pool::Next::Job(job) => job,
+                    pool::Next::Exit => break,
+                },
+            };
+            n = n.wrapping_add(1);
+            let timed = n
+                .is_multiple_of(MEASURE_EVERY)
+                .then(|| (Instant::now(), meter::thread_cpu_ns()));
             response::serve(py, ctx, job);
+            let measured = timed.map(|(t, c)| {
+                let cpu = meter::thread_cpu_ns().saturating_sub(c);
+                (t.elapsed(), Duration::from_nanos(cpu))
+            });
+            let spawn = ctx.pool.done(measured);
+            if spawn > 0 {
+                if let Err(e) = spawn_threads(ctx, spawn) {
+                    tracing::error!(worker = ctx.pid, error = %e, "could not start a Python thread");
+                }
+            }
         }
     });
 }
 
-fn load(py: Python<'_>, spec: &WorkerSpec, link: Arc<Link>, pid: u32) -> Result<Ctx, WorkerError> {
+fn load(
+    py: Python<'_>,
+    spec: &WorkerSpec,
+    link: Arc<Link>,
+    pid: u32,
+    pool: Arc<Pool>,
+) -> Result<Ctx, WorkerError> {
     let code = CString::new(BOOTSTRAP).map_err(|e| WorkerError::Python(e.to_string()))?;
     let boot = PyModule::from_code(py, &code, c"spillway_bootstrap.py", c"spillway_bootstrap")
         .map_err(|e| WorkerError::Python(e.to_string()))?;
@@ -191,15 +329,22 @@ fn load(py: Python<'_>, spec: &WorkerSpec, link: Arc<Link>, pid: u32) -> Result<
             }
         })?;
     let py_err = |e: PyErr| WorkerError::Python(e.to_string());
+    let errors = Bound::new(py, ErrorStream::new(pid)).map_err(py_err)?;
+    let file_wrapper = boot.getattr("FileWrapper").map_err(py_err)?;
+    let environ_base = environ::base(
+        py,
+        errors.as_any(),
+        &file_wrapper,
+        spec.threads.multithread(),
+        spec.multiprocess,
+    )
+    .map_err(py_err)?;
     Ok(Ctx {
         app: app.unbind(),
         link,
-        errors: Py::new(py, ErrorStream::new(pid)).map_err(py_err)?,
-        file_wrapper: boot.getattr("FileWrapper").map_err(py_err)?.unbind(),
+        environ_base: environ_base.unbind(),
         format_exception: format_exception.unbind(),
-        version: PyTuple::new(py, [1, 0]).map_err(py_err)?.unbind(),
-        multithread: spec.threads > 1,
-        multiprocess: spec.multiprocess,
         pid,
+        pool,
     })
 }

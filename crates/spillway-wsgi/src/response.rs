@@ -48,7 +48,7 @@ impl Out {
         if !self.pending.is_empty() {
             let buf = self.pending.split();
             let link = &self.link;
-            py.detach(|| link.write_all(&buf));
+            link.write_hot(py, &buf);
         }
     }
 
@@ -97,7 +97,7 @@ impl Out {
                     // wait (GIL released) for the front to grant more.
                     self.flush(py);
                     let stream = &self.stream;
-                    py.detach(|| {
+                    crate::gil::detach(py, || {
                         stream.wait_until(|st| {
                             (st.cancelled || st.response_credit.available() > 0).then_some(())
                         })
@@ -139,6 +139,9 @@ fn header_bytes(s: &Bound<'_, PyAny>, what: &str) -> PyResult<Bytes> {
     let s: &str = s.extract().map_err(|_| {
         PyTypeError::new_err(format!("header {what} must be str, got {}", s.get_type()))
     })?;
+    if s.is_ascii() {
+        return Ok(Bytes::copy_from_slice(s.as_bytes()));
+    }
     crate::head::latin1_bytes(s)
         .map(Bytes::from)
         .ok_or_else(|| {
@@ -227,6 +230,14 @@ enum Outcome {
 pub(crate) fn serve(py: Python<'_>, ctx: &Ctx, job: Job) {
     let Job { stream, head } = job;
     let id = stream.id;
+    if stream.is_cancelled() {
+        // The client left while the request waited for a thread: never run it.
+        let mut buf = BytesMut::new();
+        put(&Frame::ResponseEnd { stream: id }, &mut buf);
+        ctx.link.write_hot(py, &buf);
+        ctx.link.remove(id);
+        return;
+    }
     let out = Out {
         status: None,
         headers: Vec::new(),
@@ -327,7 +338,7 @@ fn fail_before_head(py: Python<'_>, ctx: &Ctx, stream: u32) {
     encode_500(stream, &mut buf);
     put(&Frame::ResponseEnd { stream }, &mut buf);
     let link = &ctx.link;
-    py.detach(|| link.write_all(&buf));
+    link.write_hot(py, &buf);
     ctx.link.remove(stream);
 }
 
@@ -347,7 +358,14 @@ fn call_app(
     let start_response = responder.getattr(intern!(py, "start_response"))?;
     let result = ctx.app.bind(py).call1((environ, start_response))?;
     let iterated = iterate(py, responder, &result);
-    let closed = match result.getattr_opt(intern!(py, "close")) {
+    // A list or tuple has no close(); asking would raise (and format) an AttributeError
+    // per request on Pythons before 3.13.
+    let plain = result.is_exact_instance_of::<PyList>() || result.is_exact_instance_of::<PyTuple>();
+    let closed = match if plain {
+        Ok(None)
+    } else {
+        result.getattr_opt(intern!(py, "close"))
+    } {
         Ok(Some(close)) => close.call0().map(|_| ()),
         Ok(None) => Ok(()),
         Err(e) => Err(e),

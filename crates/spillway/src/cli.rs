@@ -10,7 +10,8 @@ use clap::{Args, Parser, Subcommand};
 /// Defaults of the serve options, quoted by `--help` and read by nothing else.
 pub mod defaults {
     pub const BIND: &str = "127.0.0.1:8000";
-    pub const THREADS: u16 = 4;
+    pub const MIN_THREADS: u16 = 1;
+    pub const MAX_THREADS: u16 = 128;
     pub const BACKLOG: u32 = 4096;
     pub const KEEP_ALIVE: u64 = 75;
     pub const HEADER_TIMEOUT: u64 = 10;
@@ -94,10 +95,26 @@ pub struct ServeArgs {
           value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub workers: Option<u16>,
 
-    /// Python threads per worker calling the application concurrently.
-    #[arg(long, value_name = "N", env = "SPILLWAY_THREADS", default_value_t = defaults::THREADS,
+    /// A fixed number of Python threads per worker, as gunicorn's --threads. Without it,
+    /// each worker sizes its pool by load between --min-threads and --max-threads.
+    /// [default: sized by load]
+    #[arg(long, value_name = "N", env = "SPILLWAY_THREADS",
           value_parser = clap::value_parser!(u16).range(1..=1024))]
-    pub threads: u16,
+    pub threads: Option<u16>,
+
+    /// Fewest Python threads a self-sizing worker keeps (after its warm start on one).
+    #[arg(long, value_name = "N", env = "SPILLWAY_MIN_THREADS", default_value_t = defaults::MIN_THREADS,
+          value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub min_threads: u16,
+
+    /// Most Python threads a self-sizing worker grows to while requests wait and its
+    /// threads are blocked outside the GIL (in I/O). Enough for 200 clients of an API that
+    /// waits on its database, across two workers; an idle thread costs ~0.1 MiB. If every
+    /// thread of your application holds its own database connection, keep
+    /// workers × max-threads within the database's connection limit.
+    #[arg(long, value_name = "N", env = "SPILLWAY_MAX_THREADS", default_value_t = defaults::MAX_THREADS,
+          value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub max_threads: u16,
 
     /// listen() backlog: the kernel accept queue; capped by net.core.somaxconn, which is
     /// logged at start.
@@ -277,9 +294,15 @@ pub struct WorkerArgs {
     /// APP spec.
     #[arg(long)]
     pub app: String,
-    /// Python threads.
+    /// A fixed pool size.
     #[arg(long)]
-    pub threads: u16,
+    pub threads: Option<u16>,
+    /// Fewest threads when sizing by load.
+    #[arg(long, default_value_t = 1)]
+    pub min_threads: u16,
+    /// Most threads when sizing by load.
+    #[arg(long, default_value_t = 1)]
+    pub max_threads: u16,
     /// sys.path additions.
     #[arg(long)]
     pub pythonpath: Vec<PathBuf>,

@@ -133,7 +133,7 @@ fn serve(args: cli::ServeArgs) -> anyhow::Result<ExitCode> {
         version = env!("CARGO_PKG_VERSION"),
         app = %cfg.app,
         workers = cfg.workers,
-        threads = cfg.threads,
+        threads = %cfg.threads,
         "starting"
     );
     // One event-loop thread avoids cross-thread wake-ups, which dominated the front's CPU
@@ -167,7 +167,11 @@ fn run_worker(args: cli::WorkerArgs) -> anyhow::Result<ExitCode> {
     let socket = std::os::unix::net::UnixStream::from(fd);
     let spec = spillway_wsgi::WorkerSpec {
         app: args.app,
-        threads: args.threads,
+        threads: spillway_wsgi::ThreadLimits {
+            min: args.min_threads,
+            max: args.max_threads,
+            pinned: args.threads,
+        },
         pythonpath: args.pythonpath,
         virtualenv: args.virtualenv,
         multiprocess: args.multiprocess,

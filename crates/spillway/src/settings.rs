@@ -288,12 +288,25 @@ pub fn resolve(args: ServeArgs) -> Result<Settings, SettingsError> {
         .as_deref()
         .map(|d| existing_dir("--chdir", d))
         .transpose()?;
+    if args.threads.is_none() && args.min_threads > args.max_threads {
+        return Err(bad(
+            "--min-threads",
+            format!(
+                "{} is above --max-threads {}; the pool sizes itself between the two",
+                args.min_threads, args.max_threads
+            ),
+        ));
+    }
     let worker_command = worker_command(&args, &app, workers, &log_level, chdir.clone())?;
     let server = ServerConfig {
         app,
         binds,
         workers,
-        threads: args.threads,
+        threads: spillway_server::Threads {
+            min: args.min_threads,
+            max: args.max_threads,
+            pinned: args.threads,
+        },
         backlog: args.backlog,
         keep_alive: secs(args.keep_alive),
         header_timeout: secs(args.header_timeout),
@@ -429,11 +442,17 @@ fn worker_command(
         "3".into(),
         "--app".into(),
         app.into(),
-        "--threads".into(),
-        args.threads.to_string().into(),
+        "--min-threads".into(),
+        args.min_threads.to_string().into(),
+        "--max-threads".into(),
+        args.max_threads.to_string().into(),
         "--log-level".into(),
         log_level.into(),
     ];
+    if let Some(n) = args.threads {
+        wargs.push("--threads".into());
+        wargs.push(n.to_string().into());
+    }
     if workers > 1 {
         wargs.push("--multiprocess".into());
     }
@@ -498,7 +517,8 @@ mod tests {
     #[test]
     fn defaults_come_from_the_option_definitions() {
         let cli = parse(argv(&["app:x"])).unwrap();
-        assert_eq!(cli.serve.threads, crate::cli::defaults::THREADS);
+        assert_eq!(cli.serve.threads, None, "sized by load unless pinned");
+        assert_eq!(cli.serve.max_threads, crate::cli::defaults::MAX_THREADS);
         assert_eq!(cli.serve.keep_alive, crate::cli::defaults::KEEP_ALIVE);
         assert_eq!(cli.serve.bind, vec![crate::cli::defaults::BIND.to_owned()]);
     }
@@ -510,7 +530,7 @@ mod tests {
             "threads = 7\nkeep-alive = 5\nenv = { A = \"b\" }\nreload = true\napp = \"file:app\"\n",
         );
         let cli = parse(argv(&["--threads", "2", "-c", f.to_str().unwrap()])).unwrap();
-        assert_eq!(cli.serve.threads, 2);
+        assert_eq!(cli.serve.threads, Some(2));
         assert_eq!(cli.serve.keep_alive, 5);
         assert_eq!(cli.serve.env, vec!["A=b".to_owned()]);
         assert!(cli.serve.reload);

@@ -88,7 +88,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     }
 
     async fn exchange_loop(&mut self, st: &mut State<'_>) -> bool {
+        // One timer for the exchange, moved only when the deadline does.
+        let sleep = tokio::time::sleep_until(st.deadline.into());
+        tokio::pin!(sleep);
+        let mut armed = st.deadline;
         loop {
+            if armed != st.deadline {
+                armed = st.deadline;
+                sleep.as_mut().reset(armed.into());
+            }
             if let Err(answer) = self.pump_body(st) {
                 // The client's body broke a framing rule: its fault, answered if nothing
                 // was sent yet; the exchange is dropped, which stops the application.
@@ -119,7 +127,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                         Flow::Continue
                     }
                 }
-                _ = tokio::time::sleep_until(st.deadline.into()) => self.on_timeout(st).await,
+                _ = sleep.as_mut() => self.on_timeout(st).await,
             };
             if let Flow::Done(keep) = flow {
                 return keep;

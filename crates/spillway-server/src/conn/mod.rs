@@ -12,6 +12,7 @@
 mod exchange;
 mod proxy;
 
+use std::mem::MaybeUninit;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -68,8 +69,21 @@ impl Front {
 /// Read-ahead kept while a request is in flight: enough to see the next pipelined head and
 /// the client's FIN, not enough to buffer an upload nobody asked for.
 const PEEK_LIMIT: usize = 64 * 1024;
+/// Header slots kept on the stack for a head's parse.
+const STACK_HEADERS: usize = 128;
 /// How long a closing connection keeps reading (and discarding) what the client still sends.
 const LINGER: Duration = Duration::from_secs(2);
+
+/// Where reading a head stands.
+// Returned once per request and moved straight out; boxing it would cost an allocation
+// per request instead.
+#[allow(clippy::large_enum_variant)]
+enum Step {
+    /// A request, or `None`: the connection closes.
+    Done(Option<Parsed>),
+    /// Not complete yet.
+    More,
+}
 
 /// A request read off the connection, before it is served.
 struct Parsed {
@@ -143,56 +157,45 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     /// (the client left, it idled past `--keep-alive`, a head took longer than
     /// `--header-timeout`, the server drains, or the head was refused and answered).
     async fn read_request(&mut self, first: bool) -> Option<Parsed> {
-        // A new connection must send its first head within the header timeout; bytes of a
-        // next request that already arrived start that clock now.
-        let mut head_started = if first {
-            Some(self.accepted)
-        } else if !self.rbuf.is_empty() {
-            Some(Instant::now())
-        } else {
-            None
-        };
-        let idle_since = Instant::now();
-        let cfg = &self.front.cfg;
-        let (keep_alive, header_timeout) = (cfg.keep_alive, cfg.header_timeout);
+        // A new connection must send its first head within the header timeout; so must
+        // bytes of a next request that already arrived. The clock is read only when a
+        // head is not complete at once.
+        let mut head_started = first.then_some(self.accepted);
+        let mut idle_since = None;
+        // One timer per wait (registered when first polled), moved only when the deadline
+        // does.
+        let sleep = tokio::time::sleep_until(self.accepted.into());
+        tokio::pin!(sleep);
+        let mut armed = None;
         let mut scanned = 0;
         loop {
             if !self.rbuf.is_empty() {
-                let parsed = if head::may_end_head(&self.rbuf, scanned) {
-                    self.parse()
-                } else {
-                    head::check_partial(&self.rbuf, &self.front.limits).map(|()| None)
-                };
-                scanned = self.rbuf.len();
-                match parsed {
-                    Ok(Some(p)) => return Some(p),
-                    Ok(None) => {}
-                    Err(answer) => {
-                        tracing::debug!(client = %self.peer.label, status = answer.status(), origin = %answer.origin(), error = %answer, "malformed request; answered and closing");
-                        let reply = Reply {
-                            head_method: false,
-                            version: spillway_proto::Protocol::Http11,
-                            keep_alive: false,
-                        };
-                        self.answer(answer, &reply, None).await;
-                        return None;
-                    }
+                match self.try_head(scanned).await {
+                    Step::Done(p) => return p,
+                    Step::More => {}
                 }
+                scanned = self.rbuf.len();
+                head_started.get_or_insert_with(Instant::now);
             } else if self.is_draining {
                 return None;
             }
             let (deadline, why) = match head_started {
-                Some(t) => (t + header_timeout, "header timeout"),
-                None => (idle_since + keep_alive, "keep-alive idle"),
+                Some(t) => (t + self.front.cfg.header_timeout, "header timeout"),
+                None => (
+                    *idle_since.get_or_insert_with(Instant::now) + self.front.cfg.keep_alive,
+                    "keep-alive idle",
+                ),
             };
+            if armed.replace(deadline) != Some(deadline) {
+                sleep.as_mut().reset(deadline.into());
+            }
             tokio::select! {
                 n = read_more(&mut self.io, &mut self.rbuf) => {
                     if n == 0 {
                         return None;
                     }
-                    head_started.get_or_insert_with(Instant::now);
                 }
-                _ = tokio::time::sleep_until(deadline.into()) => {
+                _ = sleep.as_mut() => {
                     tracing::debug!(client = %self.peer.label, reason = why, "closing connection");
                     return None;
                 }
@@ -203,11 +206,44 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         }
     }
 
+    /// Parses what the read buffer holds if a head may be complete (new bytes since
+    /// `scanned` include an empty line), else checks the limits.
+    async fn try_head(&mut self, scanned: usize) -> Step {
+        let parsed = if head::may_end_head(&self.rbuf, scanned) {
+            self.parse()
+        } else {
+            head::check_partial(&self.rbuf, &self.front.limits).map(|()| None)
+        };
+        match parsed {
+            Ok(Some(p)) => Step::Done(Some(p)),
+            Ok(None) => Step::More,
+            Err(answer) => {
+                tracing::debug!(client = %self.peer.label, status = answer.status(), origin = %answer.origin(), error = %answer, "malformed request; answered and closing");
+                let reply = Reply {
+                    head_method: false,
+                    version: spillway_proto::Protocol::Http11,
+                    keep_alive: false,
+                };
+                self.answer(answer, &reply, None).await;
+                Step::Done(None)
+            }
+        }
+    }
+
     /// Parses a head from the read buffer; `Ok(None)` if it is not complete yet.
     fn parse(&mut self) -> Result<Option<Parsed>, Answer> {
         let limits = self.front.limits;
-        let mut storage = vec![httparse::EMPTY_HEADER; limits.fields + 1];
-        let Some(raw) = head::parse(&self.rbuf, &limits, &mut storage)? else {
+        // Room for one header more than the limit, so that one too many is seen. On the
+        // stack for the usual limits.
+        let mut stack = [const { MaybeUninit::uninit() }; STACK_HEADERS];
+        let mut heap = Vec::new();
+        let storage = if limits.fields < STACK_HEADERS {
+            &mut stack[..limits.fields + 1]
+        } else {
+            heap.resize_with(limits.fields + 1, MaybeUninit::uninit);
+            &mut heap[..]
+        };
+        let Some(raw) = head::parse(&self.rbuf, &limits, storage)? else {
             return Ok(None);
         };
         let view = HeadView {
@@ -261,7 +297,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 return self.answer(answer, &reply, record).await;
             }
         };
-        let admit_start = Instant::now();
+        let admit_start = record.as_ref().map(|_| Instant::now());
         let started = tokio::select! {
             r = crate::dispatch::Exchange::start(&self.front.workers, head) => r,
             _ = watch_eof(&mut self.io, &mut self.rbuf) => {
@@ -269,8 +305,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 return false;
             }
         };
-        if let Some(r) = record.as_mut() {
-            r.queued = admit_start.elapsed();
+        if let (Some(r), Some(t)) = (record.as_mut(), admit_start) {
+            r.queued = t.elapsed();
         }
         match started {
             Ok(ex) => {

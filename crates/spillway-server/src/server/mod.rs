@@ -213,6 +213,10 @@ impl Running {
                 signals.controller(),
             )));
         }
+        side_tasks.push(tokio::spawn(crate::backlog::run(
+            workers.clone(),
+            sup.clone(),
+        )));
         if let Some(l) = bound.agent {
             side_tasks.push(tokio::spawn(agent::serve(l, state.clone())));
         }
@@ -274,7 +278,7 @@ impl Running {
         tracing::info!(
             app = %self.cfg.app,
             workers = self.cfg.workers,
-            threads = self.cfg.threads,
+            threads = %self.cfg.threads,
             generation = self.sup.generation(),
             startup_ms = self.started.elapsed().as_millis() as u64,
             "ready"

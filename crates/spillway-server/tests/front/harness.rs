@@ -28,7 +28,11 @@ pub fn config() -> ServerConfig {
         app: "fake".into(),
         binds: Vec::new(),
         workers: 1,
-        threads: 2,
+        threads: spillway_server::Threads {
+            min: 2,
+            max: 2,
+            pinned: Some(2),
+        },
         backlog: 128,
         keep_alive: Duration::from_secs(30),
         header_timeout: Duration::from_secs(5),
@@ -79,7 +83,7 @@ impl Front {
     /// waits until its workers answer.
     pub fn start(mut cfg: ServerConfig) -> Front {
         let dir = scratch_dir();
-        let threads = cfg.threads.to_string();
+        let threads = cfg.threads.pinned.unwrap_or(2).to_string();
         cfg.worker_command
             .env
             .push(("FAKE_DIR".into(), dir.clone().into()));

@@ -229,7 +229,7 @@ fn an_unread_body_is_skipped_so_the_connection_carries_on() {
 #[test]
 fn a_full_queue_is_refused_with_503_and_retry_after() {
     let mut cfg = config();
-    cfg.threads = 1;
+    cfg.threads.pinned = Some(1);
     cfg.max_queue = 1;
     let front = Front::start(cfg);
     let mut busy = front.connect();

@@ -305,7 +305,9 @@ fn help_lists_every_option_with_its_default() {
     let options: &[(&str, Option<&str>)] = &[
         ("--bind", Some("127.0.0.1:8000")),
         ("--workers", None),
-        ("--threads", Some("4")),
+        ("--threads", None),
+        ("--min-threads", Some("1")),
+        ("--max-threads", Some("128")),
         ("--backlog", Some("4096")),
         ("--keep-alive", Some("75")),
         ("--header-timeout", Some("10")),
@@ -324,11 +326,12 @@ fn help_lists_every_option_with_its_default() {
         ("--help", None),
     ];
     for (opt, default) in options {
-        let Some(at) = help
-            .find(&format!("{opt} "))
-            .or_else(|| help.find(&format!("{opt}\n")))
-            .or_else(|| help.find(&format!("{opt}=")))
-        else {
+        // The line that starts the option's entry (other entries' help may mention it).
+        let Some(at) = help.match_indices(opt).map(|(i, _)| i).find(|&i| {
+            let line_start = help[..i].rfind('\n').map_or(0, |n| n + 1);
+            let lead = &help[line_start..i];
+            lead.trim_start().is_empty() || lead.trim_start().ends_with(", ")
+        }) else {
             panic!("--help does not list {opt}:\n{help}");
         };
         // The option's own section: up to the next line that starts an option.

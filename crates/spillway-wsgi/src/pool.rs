@@ -1,0 +1,297 @@
+//! The worker's Python threads and the requests waiting for them. The front may send more
+//! requests than there are threads (pipelining: the next request is already here when a
+//! thread finishes one), so requests wait here in a FIFO; a thread that finishes a request
+//! takes the next one without giving up the GIL, and a sleeping thread is woken only when
+//! there is one to wake. How many threads run is `sizing`'s decision, applied here.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::conn::Job;
+use crate::meter::Measured;
+use crate::sizing::{Decision, Sample, Sizing, ThreadLimits, GROW_WAIT, IDLE_EXIT};
+
+/// What a thread looking for work gets.
+pub(crate) enum Next {
+    /// A request to serve.
+    Job(Job),
+    /// Leave: the pool shrank, or the worker is shutting down.
+    Exit,
+}
+
+struct State {
+    jobs: VecDeque<(Job, Instant)>,
+    /// Threads alive (started and not yet left).
+    threads: u16,
+    /// Threads serving a request.
+    busy: u16,
+    /// Finished requests whose time was measured, and how many of them spent most of it
+    /// off the CPU (blocked in I/O or sleeps): would another thread run, or wait?
+    sampled: u64,
+    io_bound: u64,
+    /// When a request last finished: nothing finishing while requests wait means every
+    /// thread is held by a slow one.
+    last_done: Instant,
+    /// Threads asleep waiting for work.
+    idle: u16,
+    sizing: Sizing,
+    closed: bool,
+    /// A change of the target not yet reported.
+    changed: Option<Decision>,
+    /// Since when the oldest request in the front's queue has waited (every worker is
+    /// full), as the front last said.
+    backlog_since: Option<Instant>,
+}
+
+/// The thread pool of one worker.
+pub(crate) struct Pool {
+    state: Mutex<State>,
+    work: Condvar,
+    /// Requests finished.
+    requests: AtomicU64,
+}
+
+/// What the pool looks like now, for the front.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Snapshot {
+    pub threads: u16,
+    pub target: u16,
+    pub busy: u16,
+    pub queued: u16,
+    pub requests: u64,
+}
+
+impl Pool {
+    /// A pool with no threads yet (the caller starts the first one).
+    pub fn new(limits: ThreadLimits, now: Instant) -> Pool {
+        Pool {
+            state: Mutex::new(State {
+                jobs: VecDeque::new(),
+                threads: 0,
+                busy: 0,
+                sampled: 0,
+                io_bound: 0,
+                last_done: now,
+                idle: 0,
+                sizing: Sizing::new(limits, now),
+                closed: false,
+                changed: None,
+                backlog_since: None,
+            }),
+            work: Condvar::new(),
+            requests: AtomicU64::new(0),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues a request; false after shutdown.
+    pub fn push(&self, job: Job) -> bool {
+        let mut st = self.lock();
+        if st.closed {
+            return false;
+        }
+        st.jobs.push_back((job, Instant::now()));
+        // A sleeping thread takes it at once. (Leaving it for a busy thread to take when
+        // it finishes saves a wake-up for short requests, but measured with slow and fast
+        // requests mixed, fast ones then waited behind slow ones: 4x their p99.) With no
+        // sleeper, a busy thread takes it when it finishes, without giving up the GIL.
+        let wake = st.idle > 0;
+        drop(st);
+        if wake {
+            self.work.notify_one();
+        }
+        true
+    }
+
+    /// The next request if one waits and this thread may stay: the hot path, taken while
+    /// still holding the GIL.
+    pub fn try_take(&self) -> Option<Job> {
+        let mut st = self.lock();
+        if st.threads > st.sizing.target() {
+            return None;
+        }
+        let (job, _) = st.jobs.pop_front()?;
+        st.busy += 1;
+        Some(job)
+    }
+
+    /// Waits (without the GIL) for the next request, or for a reason to leave.
+    pub fn take(&self) -> Next {
+        let mut st = self.lock();
+        loop {
+            if st.threads > st.sizing.target() {
+                st.threads -= 1;
+                return Next::Exit;
+            }
+            if let Some((job, _)) = st.jobs.pop_front() {
+                st.busy += 1;
+                return Next::Job(job);
+            }
+            if st.closed {
+                st.threads -= 1;
+                self.work.notify_all();
+                return Next::Exit;
+            }
+            st.idle += 1;
+            let (next, waited) = self
+                .work
+                .wait_timeout(st, IDLE_EXIT)
+                .unwrap_or_else(|p| p.into_inner());
+            st = next;
+            st.idle -= 1;
+            if waited.timed_out() && st.jobs.is_empty() {
+                if let Some(d) = st.sizing.idle_exit(Instant::now()) {
+                    st.threads -= 1;
+                    st.changed = Some(d);
+                    return Next::Exit;
+                }
+            }
+        }
+    }
+
+    /// A request finished, taking `wall` of which `cpu` on the CPU (when measured);
+    /// returns how many threads to start (warm start may just have ended).
+    pub fn done(&self, measured: Option<(Duration, Duration)>) -> u16 {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let now = Instant::now();
+        let mut st = self.lock();
+        st.busy -= 1;
+        st.last_done = now;
+        if let Some((wall, cpu)) = measured {
+            st.sampled += 1;
+            if cpu * 2 < wall {
+                st.io_bound += 1;
+            }
+        }
+        match st.sizing.first_request_done(now) {
+            Some(d) => self.apply(&mut st, d),
+            None => 0,
+        }
+    }
+
+    /// Records that a thread was started.
+    pub fn started(&self) {
+        self.lock().threads += 1;
+    }
+
+    /// Records that a thread could not be started after all.
+    pub fn exited(&self) {
+        let mut st = self.lock();
+        st.threads = st.threads.saturating_sub(1);
+    }
+
+    fn apply(&self, st: &mut State, d: Decision) -> u16 {
+        let spawn = d.to.saturating_sub(st.threads);
+        if d.to < st.threads {
+            // Sleepers look again and the extra ones leave; busy ones leave when done.
+            self.work.notify_all();
+        }
+        st.changed = Some(d);
+        spawn
+    }
+
+    /// The front's queue: `waiting` requests, the oldest for `oldest`.
+    pub fn backlog(&self, waiting: u32, oldest: Duration) {
+        self.lock().backlog_since = (waiting > 0).then(|| Instant::now() - oldest);
+    }
+
+    /// Measures, decides, and returns how many threads to start.
+    pub fn tick(&self, front_full: bool, measure: impl FnOnce((u64, u64)) -> Measured) -> u16 {
+        let now = Instant::now();
+        let (busy, oldest_wait, counts, since_done) = {
+            let st = self.lock();
+            // A request waits here, or in the front (sent to no worker: all are full).
+            let here = st.jobs.front().map(|(_, t)| now.duration_since(*t));
+            let there = st.backlog_since.map(|t| now.duration_since(t));
+            (
+                st.busy,
+                here.max(there),
+                (st.sampled, st.io_bound),
+                now.duration_since(st.last_done),
+            )
+        };
+        let Measured {
+            cpu,
+            host_busy,
+            gil_wait,
+            io_share,
+            fresh,
+        } = measure(counts);
+        let sample = Sample {
+            now,
+            fresh,
+            io_share,
+            since_done,
+            front_full,
+            busy,
+            oldest_wait,
+            cpu,
+            host_busy,
+            gil_wait,
+        };
+        let mut st = self.lock();
+        match st.sizing.decide(&sample) {
+            Some(d) => self.apply(&mut st, d),
+            None => 0,
+        }
+    }
+
+    /// How long the reader may block before the pool needs another look: soon while
+    /// requests wait (they may ask for a thread), every 100 ms while busy (fresh
+    /// numbers for the front), never while idle.
+    pub fn tick_in(&self) -> Option<Duration> {
+        let st = self.lock();
+        if let Some((_, since)) = st.jobs.front() {
+            return Some(
+                GROW_WAIT
+                    .saturating_sub(since.elapsed())
+                    .max(Duration::from_micros(100)),
+            );
+        }
+        if st.backlog_since.is_some() {
+            return Some(Duration::from_millis(5));
+        }
+        (st.busy > 0 || st.changed.is_some()).then_some(Duration::from_millis(100))
+    }
+
+    /// The pool now, and the change not yet reported (taken).
+    pub fn snapshot(&self) -> (Snapshot, Option<Decision>) {
+        let mut st = self.lock();
+        let snap = Snapshot {
+            threads: st.threads,
+            target: st.sizing.target(),
+            busy: st.busy,
+            queued: st.jobs.len().min(u16::MAX as usize) as u16,
+            requests: self.requests.load(Ordering::Relaxed),
+        };
+        (snap, st.changed.take())
+    }
+
+    /// No more requests: threads finish what is queued, then leave.
+    pub fn close(&self) {
+        self.lock().closed = true;
+        self.work.notify_all();
+    }
+
+    /// Waits until every thread has left (after `close`), at most `limit`.
+    pub fn wait_empty(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        let mut st = self.lock();
+        while st.threads > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            st = self
+                .work
+                .wait_timeout(st, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+}
