@@ -343,7 +343,7 @@ impl<W: Clone + Send + Sync + 'static> Pool<W> {
         Capacity {
             workers: serving.clone().count(),
             free: serving.clone().map(|s| s.free()).sum(),
-            threads: serving.map(|s| s.limit).sum(),
+            slots: serving.map(|s| s.limit).sum(),
         }
     }
 
@@ -402,10 +402,11 @@ impl Drop for WakeOnDrop<'_> {
 pub struct Capacity {
     /// Workers taking requests.
     pub workers: usize,
-    /// Threads free among them.
+    /// Request slots free among them.
     pub free: u32,
-    /// Threads among them in all.
-    pub threads: u32,
+    /// Request slots among them in all (each worker's limit: its threads, plus its
+    /// pipeline).
+    pub slots: u32,
 }
 
 #[cfg(test)]

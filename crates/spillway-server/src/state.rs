@@ -35,7 +35,7 @@ impl ServerState {
         if capacity.workers == 0 {
             return "maint\n".to_owned();
         }
-        let capacity = (capacity.threads as usize).max(1);
+        let capacity = (capacity.slots as usize).max(1);
         let (queued, _) = self.pool.queue_state();
         // Full weight while every request finds a thread; half when the queue is as long
         // as the capacity; never 0 (that would take it out, which `drain` is for).
@@ -53,6 +53,7 @@ impl ServerState {
             .iter()
             .map(|w| {
                 let (stuck, _) = w.stuck();
+                let (stats, reason, limit) = w.pool_stats();
                 serde_json::json!({
                     "pid": w.pid,
                     "generation": w.generation,
@@ -60,6 +61,17 @@ impl ServerState {
                     "stuck_threads": stuck,
                     "requests_served": w.served(),
                     "rss_bytes": crate::monitor::rss_bytes(w.pid),
+                    "threads": stats.threads,
+                    "threads_target": stats.target,
+                    "threads_last_change": reason,
+                    "queued_in_worker": stats.queued,
+                    "request_limit": limit,
+                    "cpu_seconds": stats.cpu_ns as f64 / 1e9,
+                    "gil_wait_ms_avg": if stats.gil_takes > 0 {
+                        stats.gil_wait_ns as f64 / stats.gil_takes as f64 / 1e6
+                    } else {
+                        0.0
+                    },
                 })
             })
             .collect();
@@ -86,8 +98,11 @@ impl ServerState {
             "generation": self.sup.generation(),
             "workers": workers,
             "ready_workers": capacity.workers,
-            "threads_per_worker": capacity.threads.checked_div(capacity.workers as u32).unwrap_or(0),
-            "free_threads": capacity.free,
+            "threads": workers.iter().map(|w| w["threads"].as_u64().unwrap_or(0)).sum::<u64>(),
+            // Requests the workers take at once (threads, plus the pipeline of workers
+            // whose requests are short), and how many of those are free.
+            "request_slots": capacity.slots,
+            "free_request_slots": capacity.free,
             "queue": {
                 "length": queued,
                 "oldest_age_ms": oldest.as_millis() as u64,

@@ -409,6 +409,7 @@ mod tests {
             min: 1,
             max: 4,
             pinned: None,
+            idle_exit: Duration::from_secs(10),
         };
         let p = Pool::new(limits, std::time::Instant::now());
         p.started();

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use crate::conn::Job;
 use crate::meter::Measured;
-use crate::sizing::{Decision, Sample, Sizing, ThreadLimits, GROW_WAIT, IDLE_EXIT};
+use crate::sizing::{Decision, Sample, Sizing, ThreadLimits, GROW_WAIT};
 
 /// What a thread looking for work gets.
 pub(crate) enum Next {
@@ -138,9 +138,10 @@ impl Pool {
                 return Next::Exit;
             }
             st.idle += 1;
+            let idle_exit = st.sizing.idle_exit_after();
             let (next, waited) = self
                 .work
-                .wait_timeout(st, IDLE_EXIT)
+                .wait_timeout(st, idle_exit)
                 .unwrap_or_else(|p| p.into_inner());
             st = next;
             st.idle -= 1;
@@ -242,8 +243,8 @@ impl Pool {
     }
 
     /// How long the reader may block before the pool needs another look: soon while
-    /// requests wait (they may ask for a thread), every 100 ms while busy (fresh
-    /// numbers for the front), never while idle.
+    /// requests wait (they may ask for a thread), every 100 ms while busy (fresh numbers
+    /// for the front), once a second while idle (to report threads that left).
     pub fn tick_in(&self) -> Option<Duration> {
         let st = self.lock();
         if let Some((_, since)) = st.jobs.front() {
@@ -256,7 +257,11 @@ impl Pool {
         if st.backlog_since.is_some() {
             return Some(Duration::from_millis(5));
         }
-        (st.busy > 0 || st.changed.is_some()).then_some(Duration::from_millis(100))
+        Some(if st.busy > 0 || st.changed.is_some() {
+            Duration::from_millis(100)
+        } else {
+            Duration::from_secs(1)
+        })
     }
 
     /// The pool now, and the change not yet reported (taken).

@@ -20,8 +20,8 @@
 //! * **Shrink** when threads contend for the GIL: taking it takes longer than
 //!   `GIL_WAIT_MAX` on average while the process does real work (at least
 //!   `CPU_CONTENDED_MIN` of a core): more threads then only add latency. By an eighth, at
-//!   most once per `SHRINK_INTERVAL`. Threads idle for `IDLE_EXIT` also leave, down to the
-//!   minimum.
+//!   most once per `SHRINK_INTERVAL`. Threads that find no work for the idle timeout
+//!   (`--thread-idle-timeout`) also leave, down to the minimum.
 //!
 //! The signal is the GIL wait, measured each time a thread takes the GIL back at the
 //! points where Spillway released it (waiting for a request, for body bytes, for the
@@ -29,7 +29,7 @@
 //! shrinking needs it above 2 ms, a dead band neither rule acts in; each rule waits for
 //! its own interval before acting again, so it sees the effect of its last step; rates
 //! over a window that includes an idle spell are not acted on; and the idle rule only
-//! removes threads that found no work for ten seconds, which cannot happen while
+//! removes threads that found no work for the idle timeout, which cannot happen while
 //! requests wait.
 
 use std::time::{Duration, Instant};
@@ -40,8 +40,6 @@ pub(crate) const SETTLE: Duration = Duration::from_secs(2);
 pub(crate) const GROW_WAIT: Duration = Duration::from_millis(1);
 const GROW_INTERVAL: Duration = Duration::from_millis(10);
 const SHRINK_INTERVAL: Duration = Duration::from_millis(500);
-/// A thread that found no work for this long leaves (down to the minimum).
-pub(crate) const IDLE_EXIT: Duration = Duration::from_secs(10);
 /// Growth needs at least this share of the requests to spend most of their time blocked
 /// (in I/O or sleeps): the next request a new thread takes would then mostly wait too,
 /// leaving the GIL to the others, rather than compete for it.
@@ -63,6 +61,9 @@ pub struct ThreadLimits {
     pub max: u16,
     /// `--threads N`: a fixed pool, no sizing (after warm start).
     pub pinned: Option<u16>,
+    /// `--thread-idle-timeout`: a thread that found no work for this long leaves (down
+    /// to the minimum).
+    pub idle_exit: Duration,
 }
 
 impl ThreadLimits {
@@ -218,7 +219,12 @@ impl Sizing {
         None
     }
 
-    /// A thread found no work for [`IDLE_EXIT`]: whether it may leave.
+    /// How long a thread may find no work before it leaves.
+    pub fn idle_exit_after(&self) -> Duration {
+        self.limits.idle_exit
+    }
+
+    /// A thread found no work for the idle timeout: whether it may leave.
     pub fn idle_exit(&mut self, now: Instant) -> Option<Decision> {
         if self.limits.pinned.is_some()
             || self.warm_until.is_some()
@@ -230,7 +236,10 @@ impl Sizing {
         self.set(
             to,
             now,
-            format!("a thread found no work for {} s", IDLE_EXIT.as_secs()),
+            format!(
+                "a thread found no work for {} s",
+                self.limits.idle_exit.as_secs()
+            ),
         )
     }
 }
@@ -247,6 +256,7 @@ mod tests {
         min: 1,
         max: 128,
         pinned: None,
+        idle_exit: Duration::from_secs(10),
     };
 
     /// A sample where the busy threads are on the CPU `cpu` of their time per thread.

@@ -12,6 +12,7 @@ pub mod defaults {
     pub const BIND: &str = "127.0.0.1:8000";
     pub const MIN_THREADS: u16 = 1;
     pub const MAX_THREADS: u16 = 128;
+    pub const THREAD_IDLE_TIMEOUT: u64 = 10;
     pub const BACKLOG: u32 = 4096;
     pub const KEEP_ALIVE: u64 = 75;
     pub const HEADER_TIMEOUT: u64 = 10;
@@ -115,6 +116,13 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N", env = "SPILLWAY_MAX_THREADS", default_value_t = defaults::MAX_THREADS,
           value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub max_threads: u16,
+
+    /// Seconds a Python thread of a self-sizing worker may find no work before it leaves
+    /// (down to --min-threads).
+    #[arg(long, value_name = "SECS", env = "SPILLWAY_THREAD_IDLE_TIMEOUT",
+          default_value_t = defaults::THREAD_IDLE_TIMEOUT,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub thread_idle_timeout: u64,
 
     /// listen() backlog: the kernel accept queue; capped by net.core.somaxconn, which is
     /// logged at start.
@@ -303,6 +311,9 @@ pub struct WorkerArgs {
     /// Most threads when sizing by load.
     #[arg(long, default_value_t = 1)]
     pub max_threads: u16,
+    /// Seconds an idle thread lingers.
+    #[arg(long, default_value_t = 10)]
+    pub thread_idle_timeout: u64,
     /// sys.path additions.
     #[arg(long)]
     pub pythonpath: Vec<PathBuf>,

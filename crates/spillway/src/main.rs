@@ -171,6 +171,7 @@ fn run_worker(args: cli::WorkerArgs) -> anyhow::Result<ExitCode> {
             min: args.min_threads,
             max: args.max_threads,
             pinned: args.threads,
+            idle_exit: std::time::Duration::from_secs(args.thread_idle_timeout),
         },
         pythonpath: args.pythonpath,
         virtualenv: args.virtualenv,

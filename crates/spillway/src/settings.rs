@@ -446,6 +446,8 @@ fn worker_command(
         args.min_threads.to_string().into(),
         "--max-threads".into(),
         args.max_threads.to_string().into(),
+        "--thread-idle-timeout".into(),
+        args.thread_idle_timeout.to_string().into(),
         "--log-level".into(),
         log_level.into(),
     ];

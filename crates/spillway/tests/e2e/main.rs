@@ -14,5 +14,6 @@ mod input;
 mod lifecycle;
 mod overload;
 mod response;
+mod sizing;
 mod validate;
 mod workers;
