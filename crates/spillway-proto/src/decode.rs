@@ -190,6 +190,7 @@ fn decode_frame(mut frame: Bytes) -> Result<Frame, FrameError> {
         })),
         Kind::RequestEnd => Frame::RequestEnd { stream },
         Kind::Cancel => Frame::Cancel { stream },
+        Kind::Expire => Frame::Expire { stream },
         Kind::ResponseEnd => Frame::ResponseEnd { stream },
         Kind::ResponseAbort => Frame::ResponseAbort { stream },
         Kind::ResponseCredit => Frame::ResponseCredit {
@@ -342,6 +343,7 @@ mod tests {
             },
             Frame::RequestEnd { stream: 7 },
             Frame::Cancel { stream: u32::MAX },
+            Frame::Expire { stream: 3 },
             Frame::ResponseCredit {
                 stream: 3,
                 bytes: 65536,

@@ -60,6 +60,7 @@ impl Frame {
             Frame::Shutdown
             | Frame::RequestEnd { .. }
             | Frame::Cancel { .. }
+            | Frame::Expire { .. }
             | Frame::ResponseEnd { .. }
             | Frame::ResponseAbort { .. } => {}
             Frame::ResponseCredit { bytes, .. } | Frame::BodyCredit { bytes, .. } => {

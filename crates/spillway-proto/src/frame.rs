@@ -26,6 +26,8 @@ pub enum Kind {
     Cancel = 0x13,
     /// front → worker: the worker may send this many more response-body bytes.
     ResponseCredit = 0x14,
+    /// front → worker: the request ran past `--timeout`; interrupt its handler.
+    Expire = 0x15,
     /// worker → front: status and headers.
     ResponseHead = 0x20,
     /// worker → front: response body bytes.
@@ -51,6 +53,7 @@ impl Kind {
             0x12 => Kind::RequestEnd,
             0x13 => Kind::Cancel,
             0x14 => Kind::ResponseCredit,
+            0x15 => Kind::Expire,
             0x20 => Kind::ResponseHead,
             0x21 => Kind::ResponseBody,
             0x22 => Kind::ResponseEnd,
@@ -226,6 +229,12 @@ pub enum Frame {
         /// Request id.
         stream: u32,
     },
+    /// front → worker: the request ran past `--timeout`: the client got 504; stop the
+    /// handler (an asynchronous exception in its thread) and free the thread.
+    Expire {
+        /// Request id.
+        stream: u32,
+    },
     /// front → worker: more response-body credit.
     ResponseCredit {
         /// Request id.
@@ -279,6 +288,7 @@ impl Frame {
             Frame::RequestBody { .. } => Kind::RequestBody,
             Frame::RequestEnd { .. } => Kind::RequestEnd,
             Frame::Cancel { .. } => Kind::Cancel,
+            Frame::Expire { .. } => Kind::Expire,
             Frame::ResponseCredit { .. } => Kind::ResponseCredit,
             Frame::ResponseHead { .. } => Kind::ResponseHead,
             Frame::ResponseBody { .. } => Kind::ResponseBody,
@@ -300,6 +310,7 @@ impl Frame {
             | Frame::RequestBody { stream, .. }
             | Frame::RequestEnd { stream }
             | Frame::Cancel { stream }
+            | Frame::Expire { stream }
             | Frame::ResponseCredit { stream, .. }
             | Frame::ResponseHead { stream, .. }
             | Frame::ResponseBody { stream, .. }

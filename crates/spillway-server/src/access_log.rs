@@ -145,11 +145,12 @@ fn report(failed: &mut bool, e: &io::Error) {
 
 fn format_line(out: &mut String, r: &AccessRecord, total: Duration) {
     use std::fmt::Write as _;
+    push_escaped(out, &r.client);
+    out.push_str(" \"");
+    push_escaped(out, &r.request_line);
     let _ = writeln!(
         out,
-        "{} \"{}\" {} {} {:.3}ms queue={:.3}ms worker={} generation={}",
-        r.client,
-        r.request_line,
+        "\" {} {} {:.3}ms queue={:.3}ms worker={} generation={}",
         r.status,
         r.bytes,
         total.as_secs_f64() * 1e3,
@@ -157,6 +158,24 @@ fn format_line(out: &mut String, r: &AccessRecord, total: Duration) {
         r.worker,
         r.generation,
     );
+}
+
+/// Appends what a client sent as Apache does: `"` and `\` backslashed, bytes outside
+/// printable ASCII as `\xhh`, so no value can end its field or start a forged line.
+fn push_escaped(out: &mut String, s: &str) {
+    use std::fmt::Write as _;
+    for b in s.bytes() {
+        match b {
+            b'"' | b'\\' => {
+                out.push('\\');
+                out.push(b as char);
+            }
+            0x20..=0x7e => out.push(b as char),
+            _ => {
+                let _ = write!(out, "\\x{b:02x}");
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -183,6 +202,19 @@ mod tests {
         assert_eq!(
             s,
             "127.0.0.1:5000 \"GET /x HTTP/1.1\" 200 12 2.000ms queue=1.500ms worker=42 generation=3\n"
+        );
+    }
+
+    #[test]
+    fn what_a_client_sent_cannot_end_a_field_or_a_line() {
+        let mut r = record(400);
+        r.request_line = "GET /a\"b\\c\n2026 INFO \u{e9} HTTP/1.1".into();
+        let mut s = String::new();
+        format_line(&mut s, &r, Duration::from_millis(2));
+        assert_eq!(s.lines().count(), 1, "{s}");
+        assert!(
+            s.contains(r#""GET /a\"b\\c\x0a2026 INFO \xc3\xa9 HTTP/1.1""#),
+            "{s}"
         );
     }
 

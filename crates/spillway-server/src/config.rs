@@ -33,6 +33,15 @@ pub enum AccessLog {
     File(PathBuf),
 }
 
+impl std::fmt::Display for AccessLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AccessLog::Stdout => f.write_str("(standard output)"),
+            AccessLog::File(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
 /// How to start a worker process (the binary re-executing itself).
 #[derive(Debug, Clone)]
 pub struct WorkerCommand {
@@ -105,6 +114,11 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// Longest time until a response starts (or between body chunks); longer gets 504.
     pub timeout: Duration,
+    /// Request bodies up to this many bytes are received whole before the request
+    /// queues for a Python thread (0: never).
+    pub body_buffer: u64,
+    /// Longest time a client may send no request-body bytes; longer gets 408.
+    pub body_timeout: Duration,
     /// Replace a worker after this many requests (0: never).
     pub max_requests: u64,
     /// Random extra requests (0..=jitter) per worker, so workers do not retire together.

@@ -34,12 +34,20 @@ impl fmt::Display for Origin {
     }
 }
 
+/// A response body (`"Bad Request: why\n"`) as a log field: the why.
+fn reason(body: &'static str, status_text: &str) -> &'static str {
+    let body = body.trim_end();
+    body.strip_prefix(status_text)
+        .and_then(|r| r.strip_prefix(": "))
+        .unwrap_or(body)
+}
+
 /// An answer the front gives itself instead of the application's: a request it refuses, or
 /// one whose worker failed it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Answer {
     /// The request is not valid HTTP/1.x, or breaks a framing rule (400).
-    #[error("bad request: {0}")]
+    #[error("bad request: {}", reason(.0, "Bad Request"))]
     Malformed(&'static str),
     /// The request target is longer than `--limit-request-line` (414).
     #[error("request target too long")]
@@ -48,7 +56,7 @@ pub enum Answer {
     #[error("request header fields too large")]
     HeadersTooLarge,
     /// A method no WSGI application can serve, e.g. CONNECT (405).
-    #[error("method not allowed: {0}")]
+    #[error("method not allowed: {}", reason(.0, "Method Not Allowed"))]
     MethodNotAllowed(&'static str),
     /// A transfer coding other than chunked (501).
     #[error("transfer coding not implemented")]
@@ -68,6 +76,12 @@ pub enum Answer {
     /// The response did not start within `--timeout` (504).
     #[error("the application did not answer within the request timeout")]
     TimedOut,
+    /// The client sent no body bytes for `--body-timeout` (408).
+    #[error("the request body stalled")]
+    BodyTimeout,
+    /// The body could not be held for the worker (no room in the temporary directory).
+    #[error("the request body could not be held")]
+    BufferFailed,
 }
 
 impl Answer {
@@ -83,6 +97,8 @@ impl Answer {
             Answer::Refused(_) => 503,
             Answer::WorkerLost | Answer::WorkerBroken => 502,
             Answer::TimedOut => 504,
+            Answer::BodyTimeout => 408,
+            Answer::BufferFailed => 503,
         }
     }
 
@@ -94,8 +110,9 @@ impl Answer {
             | Answer::HeadersTooLarge
             | Answer::MethodNotAllowed(_)
             | Answer::CodingNotImplemented
-            | Answer::VersionNotSupported => Origin::Client,
-            Answer::Refused(_) | Answer::WorkerBroken => Origin::Server,
+            | Answer::VersionNotSupported
+            | Answer::BodyTimeout => Origin::Client,
+            Answer::Refused(_) | Answer::WorkerBroken | Answer::BufferFailed => Origin::Server,
             Answer::WorkerLost | Answer::TimedOut => Origin::Application,
         }
     }
@@ -132,6 +149,8 @@ impl Answer {
             Answer::WorkerLost => "Bad Gateway: the worker died\n",
             Answer::WorkerBroken => "Bad Gateway\n",
             Answer::TimedOut => "Gateway Timeout\n",
+            Answer::BodyTimeout => "Request Timeout: the request body stalled\n",
+            Answer::BufferFailed => "Service Unavailable: the request body could not be held\n",
         }
     }
 }
@@ -155,6 +174,8 @@ mod tests {
             Answer::WorkerLost,
             Answer::WorkerBroken,
             Answer::TimedOut,
+            Answer::BodyTimeout,
+            Answer::BufferFailed,
         ];
         for a in all {
             let s = a.status();

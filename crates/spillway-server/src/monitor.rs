@@ -60,6 +60,58 @@ pub(crate) fn rss_bytes(pid: u32) -> Option<u64> {
     Some(pages * u64::try_from(page).unwrap_or(4096))
 }
 
+/// How often overflows of another listener in the namespace are reported (they are not
+/// ours to fix, and on a shared host they never stop).
+const OTHERS_EVERY: Duration = Duration::from_secs(60);
+
+/// What the monitor carries from one second to the next.
+struct Monitor {
+    listeners: Vec<Watched>,
+    pool: Arc<Workers>,
+    sup: Arc<Supervisor>,
+    policy: MonitorPolicy,
+    observed: Arc<Observed>,
+    last_at: Instant,
+    last_counters: Option<(u64, u64)>,
+    last_completed: u64,
+    last_refused: (u64, u64),
+    max_depth: Vec<u32>,
+    /// Overflows of other listeners, summed between reports.
+    others: Throttled,
+}
+
+/// Counts summed between reports, reported at most once per period.
+struct Throttled {
+    every: Duration,
+    pending: (u64, u64),
+    reported: Option<Instant>,
+}
+
+impl Throttled {
+    fn new(every: Duration) -> Throttled {
+        Throttled {
+            every,
+            pending: (0, 0),
+            reported: None,
+        }
+    }
+
+    /// Adds `delta` at `now`; the sums and the seconds they cover when a report is due
+    /// (the first at once, then at most once per period).
+    fn add(&mut self, delta: (u64, u64), now: Instant) -> Option<((u64, u64), u64)> {
+        self.pending = (self.pending.0 + delta.0, self.pending.1 + delta.1);
+        let due = self
+            .reported
+            .is_none_or(|t| now.duration_since(t) >= self.every);
+        if self.pending == (0, 0) || !due {
+            return None;
+        }
+        let period = self.reported.map_or(1, |t| now.duration_since(t).as_secs());
+        self.reported = Some(now);
+        Some((std::mem::take(&mut self.pending), period))
+    }
+}
+
 /// Runs forever (until the task is aborted), once a second.
 pub(crate) async fn run(
     listeners: Vec<Watched>,
@@ -70,86 +122,121 @@ pub(crate) async fn run(
 ) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_counters = tcp_ext_pair();
-    let mut last_completed = pool.stats.completed.load(Ordering::Relaxed);
-    let mut last_full = 0;
-    let mut last_timeout = 0;
-    let mut last_at = Instant::now();
-    let mut max_depth = vec![0u32; listeners.len()];
+    let mut m = Monitor {
+        max_depth: vec![0; listeners.len()],
+        last_completed: pool.stats.completed.load(Ordering::Relaxed),
+        listeners,
+        pool,
+        sup,
+        policy,
+        observed,
+        last_at: Instant::now(),
+        last_counters: tcp_ext_pair(),
+        last_refused: (0, 0),
+        others: Throttled::new(OTHERS_EVERY),
+    };
     loop {
         tick.tick().await;
-        let elapsed = last_at.elapsed().as_secs_f64().max(0.001);
-        last_at = Instant::now();
+        let elapsed = m.last_at.elapsed().as_secs_f64().max(0.001);
+        m.last_at = Instant::now();
+        let samples = m.sample_listeners();
+        m.report_overflows(&samples);
+        if let Ok(mut o) = m.observed.listeners.lock() {
+            *o = samples;
+        }
+        m.report_admission(elapsed);
+        m.check_workers();
+    }
+}
 
-        // Kernel accept queues and overflow counters.
-        let mut samples = Vec::with_capacity(listeners.len());
-        for (i, l) in listeners.iter().enumerate() {
+impl Monitor {
+    /// Each listener's kernel accept queue, while the listener is open.
+    fn sample_listeners(&mut self) -> Vec<ListenerSample> {
+        let mut samples = Vec::with_capacity(self.listeners.len());
+        for (i, l) in self.listeners.iter().enumerate() {
             let q = match l.listener.upgrade().as_deref() {
                 Some(crate::listener::Listener::Tcp(t)) => listener_queue(t.as_fd()).ok(),
                 _ => None,
             };
             if let Some(q) = q {
-                max_depth[i] = max_depth[i].max(q.depth);
+                self.max_depth[i] = self.max_depth[i].max(q.depth);
             }
             samples.push(ListenerSample {
                 name: l.name.clone(),
                 queue: q,
-                max_depth: max_depth[i],
+                max_depth: self.max_depth[i],
             });
         }
+        samples
+    }
+
+    /// `ListenOverflows`/`ListenDrops` grew: at once when our own queue is full, at most
+    /// once a minute (with the sums) when another listener's was.
+    fn report_overflows(&mut self, samples: &[ListenerSample]) {
         let counters = tcp_ext_pair();
-        if let (Some((o0, d0)), Some((o1, d1))) = (last_counters, counters) {
-            let (overflows, drops) = (o1.saturating_sub(o0), d1.saturating_sub(d0));
-            if overflows > 0 || drops > 0 {
-                let ours: Vec<String> = samples
-                    .iter()
-                    .filter_map(|s| {
-                        s.queue
-                            .map(|q| format!("{} {}/{}", s.name, q.depth, q.limit))
-                    })
-                    .collect();
-                let full = samples.iter().any(|s| s.queue.is_some_and(|q| q.is_full()));
-                let cause = if full {
-                    "our accept queue is full: the front is not accepting fast enough (max-connections reached, or the process is starved of CPU)"
-                } else {
-                    "our accept queues have room: another listener in this network namespace overflowed (run `spillway doctor`)"
-                };
+        let delta = match (self.last_counters, counters) {
+            (Some((o0, d0)), Some((o1, d1))) => (o1.saturating_sub(o0), d1.saturating_sub(d0)),
+            _ => (0, 0),
+        };
+        self.last_counters = counters.or(self.last_counters);
+        let ours: Vec<String> = samples
+            .iter()
+            .filter_map(|s| {
+                s.queue
+                    .map(|q| format!("{} {}/{}", s.name, q.depth, q.limit))
+            })
+            .collect();
+        if samples.iter().any(|s| s.queue.is_some_and(|q| q.is_full())) {
+            if delta != (0, 0) {
                 tracing::warn!(
-                    listen_overflows = overflows,
-                    listen_drops = drops,
+                    listen_overflows = delta.0,
+                    listen_drops = delta.1,
                     accept_queues = %ours.join(", "),
-                    "kernel dropped connection attempts (TcpExt counters, whole namespace); {cause}"
+                    "kernel dropped connection attempts (TcpExt counters, whole namespace); our accept queue is full: the front is not accepting fast enough (max-connections reached, or the process is starved of CPU)"
                 );
             }
+            return;
         }
-        last_counters = counters.or(last_counters);
-        if let Ok(mut o) = observed.listeners.lock() {
-            *o = samples;
-        }
-
-        // Admission: drain rate for Retry-After, and one line for all refusals.
-        let completed = pool.stats.completed.load(Ordering::Relaxed);
-        pool.set_drain_rate((completed - last_completed) as f64 / elapsed);
-        last_completed = completed;
-        let full = pool.stats.rejected_full.load(Ordering::Relaxed);
-        let timeout = pool.stats.rejected_timeout.load(Ordering::Relaxed);
-        if full > last_full || timeout > last_timeout {
-            let (queued, oldest) = pool.queue_state();
+        if let Some(((overflows, drops), period)) = self.others.add(delta, Instant::now()) {
             tracing::warn!(
-                queue_full = full - last_full,
-                queue_timeout = timeout - last_timeout,
+                listen_overflows = overflows,
+                listen_drops = drops,
+                over_s = period,
+                accept_queues = %ours.join(", "),
+                "kernel dropped connection attempts (TcpExt counters, whole namespace); our accept queues have room: another listener in this network namespace overflowed (run `spillway doctor`); reported at most once a minute"
+            );
+        }
+    }
+
+    /// The drain rate for Retry-After, and one line a second for all refusals.
+    fn report_admission(&mut self, elapsed: f64) {
+        let stats = &self.pool.stats;
+        let completed = stats.completed.load(Ordering::Relaxed);
+        self.pool
+            .set_drain_rate((completed - self.last_completed) as f64 / elapsed);
+        self.last_completed = completed;
+        let refused = (
+            stats.rejected_full.load(Ordering::Relaxed),
+            stats.rejected_timeout.load(Ordering::Relaxed),
+        );
+        if refused != self.last_refused {
+            let (queued, oldest) = self.pool.queue_state();
+            tracing::warn!(
+                queue_full = refused.0 - self.last_refused.0,
+                queue_timeout = refused.1 - self.last_refused.1,
                 queued,
                 oldest_queued_ms = oldest.as_millis() as u64,
-                retry_after_s = pool.retry_after_secs(),
+                retry_after_s = self.pool.retry_after_secs(),
                 "overload: requests refused with 503 in the last second"
             );
         }
-        last_full = full;
-        last_timeout = timeout;
+        self.last_refused = refused;
+    }
 
-        // Workers: memory limit and stuck threads decide replacement.
-        for w in sup.workers() {
-            if let Some(limit) = policy.max_worker_memory {
+    /// Memory limits and stuck threads decide when a worker is replaced.
+    fn check_workers(&self) {
+        for w in self.sup.workers() {
+            if let Some(limit) = self.policy.max_worker_memory {
                 if let Some(rss) = rss_bytes(w.pid) {
                     if rss > limit {
                         w.request_retire(format!(
@@ -161,12 +248,36 @@ pub(crate) async fn run(
                 }
             }
             let (stuck, oldest) = w.stuck();
-            if stuck > 0 && oldest > policy.graceful_timeout {
+            if stuck > 0 && oldest > self.policy.graceful_timeout {
                 w.request_retire(format!(
                     "{stuck} thread(s) stuck past the request timeout for {} s",
                     oldest.as_secs()
                 ));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn others_overflows_are_reported_at_once_then_once_a_minute_with_the_sums() {
+        let start = Instant::now();
+        let mut t = Throttled::new(Duration::from_secs(60));
+        assert_eq!(t.add((0, 0), start), None, "nothing to report");
+        assert_eq!(t.add((3, 1), start), Some(((3, 1), 1)), "the first at once");
+        let mut reports = Vec::new();
+        for s in 1..=130 {
+            if let Some(r) = t.add((2, 0), start + Duration::from_secs(s)) {
+                reports.push((s, r));
+            }
+        }
+        assert_eq!(
+            reports,
+            vec![(60, ((120, 0), 60)), (120, ((120, 0), 60))],
+            "one line a minute, summing every second's overflows"
+        );
     }
 }

@@ -109,23 +109,25 @@ fn parse_target<'a>(view: &HeadView<'a>) -> Result<Target<'a>, Answer> {
         });
     }
     let bad = || Answer::Malformed("Bad Request: invalid request target\n");
-    if !t.bytes().all(|b| b.is_ascii_graphic() && b != b'#') {
+    // A fragment is the client's own business (RFC 9110 §4.2.5) and never part of what
+    // the server resolves; clients that send one anyway get it dropped, as by gunicorn
+    // and nginx, rather than a path that ends in it.
+    let t = t.split_once('#').map_or(t, |(before, _)| before);
+    if !t.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(bad());
     }
     let (authority, rest) = if t.starts_with('/') {
         (None, t)
     } else if let Some((scheme, after)) = t.split_once("://") {
-        let scheme_ok = !scheme.is_empty()
-            && scheme.starts_with(|c: char| c.is_ascii_alphabetic())
-            && scheme
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b));
-        if !scheme_ok {
+        // An origin server is asked for http(s) resources only; a userinfo part is
+        // refused (RFC 9110 §4.2.4: treat it as an error), and the authority must be a
+        // host and port, since it becomes HTTP_HOST.
+        if !(scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https")) {
             return Err(bad());
         }
         let end = after.find(['/', '?']).unwrap_or(after.len());
         let (authority, rest) = after.split_at(end);
-        if authority.is_empty() || authority.contains('@') {
+        if authority.is_empty() || !is_authority(authority.as_bytes()) {
             return Err(bad());
         }
         (Some(authority), rest)
@@ -143,6 +145,70 @@ fn parse_target<'a>(view: &HeadView<'a>) -> Result<Target<'a>, Answer> {
     })
 }
 
+/// `uri-host [ ":" port ]` (RFC 3986 §3.2.2): an IP literal in brackets, or a reg-name
+/// of unreserved, percent-encoded and sub-delim characters; then digits.
+fn is_authority(a: &[u8]) -> bool {
+    let port = if a.first() == Some(&b'[') {
+        let Some(close) = a.iter().position(|&b| b == b']') else {
+            return false;
+        };
+        let literal = &a[1..close];
+        let ip_chars = literal
+            .iter()
+            .all(|&b| b.is_ascii_hexdigit() || b":.vV".contains(&b));
+        if literal.is_empty() || !ip_chars {
+            return false;
+        }
+        &a[close + 1..]
+    } else {
+        let colon = a.iter().position(|&b| b == b':').unwrap_or(a.len());
+        if !is_reg_name(&a[..colon]) {
+            return false;
+        }
+        &a[colon..]
+    };
+    match port.strip_prefix(b":") {
+        None => port.is_empty(),
+        Some(digits) => digits.iter().all(u8::is_ascii_digit),
+    }
+}
+
+fn is_reg_name(h: &[u8]) -> bool {
+    let mut i = 0;
+    while i < h.len() {
+        match h[i] {
+            b'%' if h
+                .get(i + 1..i + 3)
+                .is_some_and(|x| x.iter().all(u8::is_ascii_hexdigit)) =>
+            {
+                i += 3
+            }
+            b if REG_NAME[b as usize] => i += 1,
+            _ => return false,
+        }
+    }
+    true
+}
+
+/// Unreserved and sub-delim characters (RFC 3986 §3.2.2), as a table: every request's
+/// Host goes through this, and a table lookup is a fraction of the cost of a search.
+const REG_NAME: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric();
+        b += 1;
+    }
+    let extra = b"-._~!$&'()*+,;=";
+    let mut i = 0;
+    while i < extra.len() {
+        t[extra[i] as usize] = true;
+        i += 1;
+    }
+    t
+};
+
 /// Environ entries for the headers: names mapped (`HTTP_X_Y`, `CONTENT_TYPE`), repeats
 /// joined in order, and the names never passed on dropped.
 fn environ_headers(
@@ -159,6 +225,12 @@ fn environ_headers(
         };
         match pairs.iter_mut().find(|(k, _)| *k == key) {
             // RFC 9110 §5.3 joins with a comma; Cookie is the exception (RFC 6265 uses "; ").
+            Some(_) if key.as_ref() == b"CONTENT_TYPE" => {
+                // One media type (RFC 9110 §8.3); joined, two would read as a third.
+                return Err(Answer::Malformed(
+                    "Bad Request: more than one Content-Type header\n",
+                ));
+            }
             Some((_, v)) => {
                 let sep: &[u8] = if key.as_ref() == b"HTTP_COOKIE" {
                     b"; "
@@ -186,10 +258,14 @@ fn check_host(
 ) -> Result<Vec<(Bytes, Bytes)>, Answer> {
     let host = headers.iter().position(|(k, _)| k.as_ref() == b"HTTP_HOST");
     if let Some(i) = host {
-        if headers[i].1.contains(&b',') {
+        let value = &headers[i].1;
+        if value.contains(&b',') {
             return Err(Answer::Malformed(
                 "Bad Request: more than one Host header\n",
             ));
+        }
+        if !value.is_empty() && !is_authority(value) {
+            return Err(Answer::Malformed("Bad Request: invalid Host header\n"));
         }
     }
     match (host, authority) {
@@ -456,12 +532,50 @@ mod tests {
         )
         .unwrap();
         assert_eq!(&h.path_info[..], b"*");
+        let h = get("/a?b=1#frag?x", &[("Host", "x")]).unwrap();
+        assert_eq!(
+            (&h.path_info[..], &h.query_string[..]),
+            (&b"/a"[..], &b"b=1"[..]),
+            "the fragment is dropped"
+        );
+        for bad in [
+            "http://user@host/",
+            "http://user:pass@host:80/",
+            "s://]ufd/:",
+            "ftp://host/",
+            "http://ho st/",
+            "http://host:8o/",
+            "http://[::1/",
+            "http://%zz/",
+        ] {
+            assert!(
+                matches!(get(bad, &[]), Err(Answer::Malformed(_))),
+                "accepted {bad}"
+            );
+        }
+        let h = get("HTTPS://[::1]:8443/p", &[]).unwrap();
+        assert_eq!(env(&h, "HTTP_HOST"), Some(&b"[::1]:8443"[..]));
+    }
+
+    #[test]
+    fn host_must_be_a_host_and_content_type_one_value() {
+        for bad in ["a b", "a/b", "a@b", "a:b:c", "[zz]"] {
+            assert!(
+                matches!(get("/", &[("Host", bad)]), Err(Answer::Malformed(_))),
+                "accepted Host: {bad}"
+            );
+        }
+        assert!(get("/", &[("Host", "api.example:8080")]).is_ok());
+        assert!(get("/", &[("Host", "[2001:db8::1]")]).is_ok());
         assert!(matches!(
-            get("/a#frag", &[("Host", "x")]),
-            Err(Answer::Malformed(_))
-        ));
-        assert!(matches!(
-            get("http://user@host/", &[]),
+            get(
+                "/",
+                &[
+                    ("Host", "x"),
+                    ("Content-Type", "a/b"),
+                    ("Content-Type", "c/d")
+                ]
+            ),
             Err(Answer::Malformed(_))
         ));
     }

@@ -187,13 +187,33 @@ impl Supervisor {
         let (tx, rx) = watch::channel(None);
         let pool = self.pool.clone();
         tokio::spawn(async move {
+            let mut reader = reader;
+            // The process's own exit (SIGCHLD), not the end of its socket, says it died: a
+            // child the application started may hold the socket open long after.
+            let (error, exited) = tokio::select! {
+                error = reader.route_until_end() => (error, None),
+                status = child.wait() => {
+                    // What it wrote before it went is still delivered; a socket kept open
+                    // by a child of its ends the wait after a moment.
+                    let error = tokio::time::timeout(Duration::from_millis(50), reader.route_until_end())
+                        .await
+                        .unwrap_or(None);
+                    (error, Some(status))
+                }
+            };
             // Out of the pool before its requests fail, so that nothing picks it and its
             // claims free nothing.
-            let error = reader.run(|| pool.remove(id)).await;
-            let status = child
-                .wait()
-                .await
-                .map_or_else(|e| e.to_string(), describe_exit);
+            reader.fail(|| pool.remove(id));
+            let status = match exited {
+                Some(status) => status,
+                None => {
+                    // It closed its socket or broke the protocol while still running:
+                    // useless either way, and its requests have already failed.
+                    let _ = child.start_kill();
+                    child.wait().await
+                }
+            };
+            let status = status.map_or_else(|e| e.to_string(), describe_exit);
             let status = match error {
                 Some(e) => format!("{status}; {e}"),
                 None => status,

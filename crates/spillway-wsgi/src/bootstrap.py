@@ -13,6 +13,12 @@ import sys
 
 def prepare(argv0, executable, chdir_dir, pythonpath, virtualenv):
     """Give the application the interpreter state it would have under `python app.py`."""
+    # A crash (a segfault in a C extension, or a fatal signal the application sends itself)
+    # prints every thread's Python traceback, then kills the worker as the signal would:
+    # the front sees it die and replaces it.
+    import faulthandler
+
+    faulthandler.enable(all_threads=True)
     # OpenStack services parse sys.argv at import (oslo.config): never show them our flags.
     sys.argv = [argv0]
     if executable:
@@ -114,3 +120,14 @@ def format_exception(exc, tb=None):
 
     tb = tb if tb is not None else exc.__traceback__
     return "".join(traceback.format_exception(type(exc), exc, tb)).rstrip()
+
+
+class RequestTimeout(BaseException):
+    """Raised inside a request's thread when it ran past spillway's --timeout (the client
+    already got 504). A BaseException, like KeyboardInterrupt, so that an application's
+    `except Exception:` does not swallow it and the thread returns to the pool."""
+
+
+class ClientDisconnected(OSError):
+    """wsgi.input was read after the client went away, or sent a body that broke HTTP's
+    framing rules: the client's failure, not the application's."""

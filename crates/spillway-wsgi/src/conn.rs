@@ -42,6 +42,10 @@ pub(crate) struct StreamState {
     pub cancelled: bool,
     /// Response-body bytes the front still accepts without more credit.
     pub response_credit: SendWindow,
+    /// The Python thread serving the request (CPython's ident), while it does.
+    pub running_on: Option<std::os::raw::c_long>,
+    /// An asynchronous `RequestTimeout` was raised in that thread.
+    pub interrupted: bool,
 }
 
 impl Stream {
@@ -54,6 +58,8 @@ impl Stream {
                 body_done: matches!(body, BodyKind::Empty | BodyKind::Length(0)),
                 cancelled: false,
                 response_credit: SendWindow::new(INITIAL_RESPONSE_WINDOW),
+                running_on: None,
+                interrupted: false,
             }),
             cond: Condvar::new(),
         }
@@ -137,6 +143,8 @@ pub(crate) struct Link {
     sock: UnixStream,
     writing: WriteLock,
     streams: Mutex<HashMap<u32, Arc<Stream>>>,
+    /// Called with each request the front expired, to interrupt its handler.
+    on_expire: Box<dyn Fn(Arc<Stream>) + Send + Sync>,
     /// When a write last found the socket full (ns after `born`): the front is not taking
     /// responses as fast as they come, and more threads would not help.
     full_at: AtomicU64,
@@ -182,7 +190,7 @@ fn send_nonblocking(sock: &UnixStream, buf: &[u8]) -> std::io::Result<usize> {
 }
 
 impl Link {
-    pub fn new(sock: UnixStream) -> Link {
+    pub fn new(sock: UnixStream, on_expire: impl Fn(Arc<Stream>) + Send + Sync + 'static) -> Link {
         Link {
             sock,
             writing: WriteLock {
@@ -190,6 +198,7 @@ impl Link {
                 free: Condvar::new(),
             },
             streams: Mutex::new(HashMap::new()),
+            on_expire: Box::new(on_expire),
             full_at: AtomicU64::new(u64::MAX),
             born: Instant::now(),
         }
@@ -293,7 +302,7 @@ impl Link {
         reader: &mut UnixStream,
         buf: &mut BytesMut,
         chunk: &mut [u8],
-        pool: &Pool,
+        pool: &Pool<Job>,
     ) -> Result<Option<ReadEnd>, WorkerError> {
         let got = match reader.read(chunk) {
             Ok(0) => return Ok(Some(ReadEnd::FrontGone)),
@@ -319,7 +328,7 @@ impl Link {
         Ok(None)
     }
 
-    fn route(&self, frame: Frame, pool: &Pool) -> Result<Option<ReadEnd>, WorkerError> {
+    fn route(&self, frame: Frame, pool: &Pool<Job>) -> Result<Option<ReadEnd>, WorkerError> {
         match frame {
             Frame::RequestHead { stream, head } => {
                 let s = Arc::new(Stream::new(stream, head.body));
@@ -344,6 +353,12 @@ impl Link {
             Frame::Cancel { stream } => {
                 if let Some(s) = self.get(stream) {
                     s.update(|st| st.cancelled = true);
+                }
+            }
+            Frame::Expire { stream } => {
+                if let Some(s) = self.get(stream) {
+                    s.update(|st| st.cancelled = true);
+                    (self.on_expire)(s);
                 }
             }
             Frame::ResponseCredit { stream, bytes } => {
@@ -404,7 +419,7 @@ mod tests {
         })
     }
 
-    fn pool() -> Pool {
+    fn pool() -> Pool<Job> {
         let limits = crate::sizing::ThreadLimits {
             min: 1,
             max: 4,
@@ -416,7 +431,7 @@ mod tests {
         p
     }
 
-    fn take(p: &Pool) -> Job {
+    fn take(p: &Pool<Job>) -> Job {
         match p.take() {
             crate::pool::Next::Job(j) => j,
             crate::pool::Next::Exit => panic!("the pool let its thread go"),
@@ -425,7 +440,7 @@ mod tests {
 
     fn link() -> (Link, UnixStream) {
         let (a, b) = UnixStream::pair().unwrap();
-        (Link::new(a), b)
+        (Link::new(a, |_| {}), b)
     }
 
     #[test]

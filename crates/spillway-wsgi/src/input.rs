@@ -5,7 +5,6 @@
 use std::sync::Arc;
 
 use bytes::{Buf, BytesMut};
-use pyo3::exceptions::PyOSError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
 use spillway_proto::{Frame, RecvWindow, INITIAL_REQUEST_WINDOW, REQUEST_WINDOW};
@@ -84,16 +83,17 @@ impl Input {
         match got {
             (Fill::Data, n) => {
                 // More than was granted: the front broke the credit rules.
-                self.window
-                    .received(n)
-                    .map_err(|e| PyOSError::new_err(format!("request body: {e}")))?;
+                self.window.received(n).map_err(|e| {
+                    pyo3::exceptions::PyOSError::new_err(format!("request body: {e}"))
+                })?;
                 Ok(true)
             }
             (Fill::Eof, _) => {
                 self.eof = true;
                 Ok(false)
             }
-            (Fill::Cancelled, _) => Err(PyOSError::new_err(
+            (Fill::Cancelled, _) => Err(crate::abort::client_gone(
+                py,
                 "client disconnected before the request body was complete",
             )),
         }

@@ -3,6 +3,7 @@
 //! network I/O. One reader thread (no GIL) routes frames; `threads` Python threads call the
 //! application and release the GIL whenever they block in Rust.
 
+mod abort;
 mod conn;
 mod environ;
 mod errors;
@@ -27,6 +28,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use spillway_proto::{Frame, WorkerStats, PROTOCOL_VERSION};
 
+use conn::Job;
 use conn::{Link, ReadEnd};
 use pool::Pool;
 
@@ -87,14 +89,15 @@ pub(crate) struct Ctx {
     pub environ_base: Py<PyDict>,
     pub format_exception: Py<PyAny>,
     pub pid: u32,
-    pub pool: Arc<Pool>,
+    pub pool: Arc<Pool<Job>>,
 }
 
 /// Runs a worker on `socket` until the front asks it to stop or goes away.
 pub fn run(spec: WorkerSpec, socket: UnixStream) -> Result<(), WorkerError> {
     let pid = std::process::id();
     let mut reader = socket.try_clone()?;
-    let link = Arc::new(Link::new(socket));
+    let interrupter = abort::Interrupter::start()?;
+    let link = Arc::new(Link::new(socket, move |s| interrupter.interrupt(s)));
     // Hello first, so the front knows this pid even if the import then fails.
     link.send(&Frame::Hello {
         version: PROTOCOL_VERSION,
@@ -286,11 +289,12 @@ fn load(
     spec: &WorkerSpec,
     link: Arc<Link>,
     pid: u32,
-    pool: Arc<Pool>,
+    pool: Arc<Pool<Job>>,
 ) -> Result<Ctx, WorkerError> {
     let code = CString::new(BOOTSTRAP).map_err(|e| WorkerError::Python(e.to_string()))?;
     let boot = PyModule::from_code(py, &code, c"spillway_bootstrap.py", c"spillway_bootstrap")
         .map_err(|e| WorkerError::Python(e.to_string()))?;
+    abort::init(py, &boot).map_err(|e| WorkerError::Python(e.to_string()))?;
     let format_exception = boot
         .getattr("format_exception")
         .map_err(|e| WorkerError::Python(e.to_string()))?;

@@ -9,20 +9,19 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::conn::Job;
 use crate::meter::Measured;
 use crate::sizing::{Decision, Sample, Sizing, ThreadLimits, GROW_WAIT};
 
 /// What a thread looking for work gets.
-pub(crate) enum Next {
+pub(crate) enum Next<J> {
     /// A request to serve.
-    Job(Job),
+    Job(J),
     /// Leave: the pool shrank, or the worker is shutting down.
     Exit,
 }
 
-struct State {
-    jobs: VecDeque<(Job, Instant)>,
+struct State<J> {
+    jobs: VecDeque<(J, Instant)>,
     /// Threads alive (started and not yet left).
     threads: u16,
     /// Threads serving a request.
@@ -46,8 +45,8 @@ struct State {
 }
 
 /// The thread pool of one worker.
-pub(crate) struct Pool {
-    state: Mutex<State>,
+pub(crate) struct Pool<J> {
+    state: Mutex<State<J>>,
     work: Condvar,
     /// Requests finished.
     requests: AtomicU64,
@@ -63,9 +62,9 @@ pub(crate) struct Snapshot {
     pub requests: u64,
 }
 
-impl Pool {
+impl<J> Pool<J> {
     /// A pool with no threads yet (the caller starts the first one).
-    pub fn new(limits: ThreadLimits, now: Instant) -> Pool {
+    pub fn new(limits: ThreadLimits, now: Instant) -> Pool<J> {
         Pool {
             state: Mutex::new(State {
                 jobs: VecDeque::new(),
@@ -85,12 +84,12 @@ impl Pool {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
+    fn lock(&self) -> MutexGuard<'_, State<J>> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Queues a request; false after shutdown.
-    pub fn push(&self, job: Job) -> bool {
+    pub fn push(&self, job: J) -> bool {
         let mut st = self.lock();
         if st.closed {
             return false;
@@ -110,7 +109,7 @@ impl Pool {
 
     /// The next request if one waits and this thread may stay: the hot path, taken while
     /// still holding the GIL.
-    pub fn try_take(&self) -> Option<Job> {
+    pub fn try_take(&self) -> Option<J> {
         let mut st = self.lock();
         if st.threads > st.sizing.target() {
             return None;
@@ -121,7 +120,7 @@ impl Pool {
     }
 
     /// Waits (without the GIL) for the next request, or for a reason to leave.
-    pub fn take(&self) -> Next {
+    pub fn take(&self) -> Next<J> {
         let mut st = self.lock();
         loop {
             if st.threads > st.sizing.target() {
@@ -186,7 +185,7 @@ impl Pool {
         st.threads = st.threads.saturating_sub(1);
     }
 
-    fn apply(&self, st: &mut State, d: Decision) -> u16 {
+    fn apply(&self, st: &mut State<J>, d: Decision) -> u16 {
         let spawn = d.to.saturating_sub(st.threads);
         if d.to < st.threads {
             // Sleepers look again and the extra ones leave; busy ones leave when done.

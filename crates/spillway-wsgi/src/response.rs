@@ -228,6 +228,13 @@ enum Outcome {
 
 /// Serves one request on the calling Python thread; never raises.
 pub(crate) fn serve(py: Python<'_>, ctx: &Ctx, job: Job) {
+    let stream = job.stream.clone();
+    stream.lock().running_on = Some(crate::abort::thread_ident());
+    serve_request(py, ctx, job);
+    crate::abort::finished(py, &stream);
+}
+
+fn serve_request(py: Python<'_>, ctx: &Ctx, job: Job) {
     let Job { stream, head } = job;
     let id = stream.id;
     if stream.is_cancelled() {
@@ -356,8 +363,11 @@ fn call_app(
     )?;
     let environ = environ::build(py, ctx, head, input)?;
     let start_response = responder.getattr(intern!(py, "start_response"))?;
-    let result = ctx.app.bind(py).call1((environ, start_response))?;
+    let result = ctx.app.bind(py).call1((environ, start_response));
+    leave_if_forked(ctx);
+    let result = result?;
     let iterated = iterate(py, responder, &result);
+    leave_if_forked(ctx);
     // A list or tuple has no close(); asking would raise (and format) an AttributeError
     // per request on Pythons before 3.13.
     let plain = result.is_exact_instance_of::<PyList>() || result.is_exact_instance_of::<PyTuple>();
@@ -411,14 +421,57 @@ fn iterate(
     Ok(Outcome::Done)
 }
 
-/// Logs an application exception with its Python traceback.
+/// A process the application forked (`os.fork()` without exec) that returns from the
+/// application into this worker's machinery: it must not answer on the worker's socket,
+/// and it has none of the worker's threads to wait for. It leaves at once.
+fn leave_if_forked(ctx: &Ctx) {
+    if std::process::id() != ctx.pid {
+        // SAFETY: _exit ends this (forked) process without running the parent's atexit
+        // handlers or flushing buffers that belong to the parent.
+        unsafe { libc::_exit(0) }
+    }
+}
+
+/// Logs why a request failed: an application exception with its Python traceback; a
+/// client that went away or broke its body, or an interruption at `--timeout`, in one
+/// line. The request's fields are escaped: the path is the client's, and a newline in it
+/// must not start a forged line.
 pub(crate) fn log_app_error(py: Python<'_>, ctx: &Ctx, method: &[u8], path: &[u8], e: &PyErr) {
+    match crate::abort::cause(py, e) {
+        crate::abort::Cause::Application => {}
+        crate::abort::Cause::Client => {
+            if crate::abort::may_log_client_failure() {
+                tracing::warn!(
+                    worker = ctx.pid,
+                    method = %escape(method),
+                    path = %escape(path),
+                    "the client went away or broke its request body while the application read it (logged at most once a second)"
+                );
+            }
+            return;
+        }
+        crate::abort::Cause::Timeout => {
+            tracing::warn!(
+                worker = ctx.pid,
+                method = %escape(method),
+                path = %escape(path),
+                "request interrupted: it ran past --timeout (the client got 504); its thread is free again"
+            );
+            return;
+        }
+    }
     let text = crate::traceback(py, ctx.format_exception.bind(py), e);
     // The fields go in the first line (the one operators grep); the traceback follows.
     tracing::error!(
-        "application error worker={} method={} path={}\n{text}",
+        "application error worker={} method={} path={}{}",
         ctx.pid,
-        String::from_utf8_lossy(method),
-        String::from_utf8_lossy(path),
+        escape(method),
+        escape(path),
+        crate::errors::indent_traceback(&text),
     );
+}
+
+/// Bytes a client sent, for a log line: printable ASCII as is, everything else escaped.
+pub(crate) fn escape(b: &[u8]) -> String {
+    b.escape_ascii().to_string()
 }

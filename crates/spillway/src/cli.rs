@@ -16,6 +16,8 @@ pub mod defaults {
     pub const BACKLOG: u32 = 4096;
     pub const KEEP_ALIVE: u64 = 75;
     pub const HEADER_TIMEOUT: u64 = 10;
+    pub const BODY_BUFFER: &str = "16M";
+    pub const BODY_TIMEOUT: u64 = 60;
     pub const GRACEFUL_TIMEOUT: u64 = 30;
     pub const MAX_QUEUE: u32 = 1024;
     pub const QUEUE_TIMEOUT: u64 = 30;
@@ -141,6 +143,20 @@ pub struct ServeArgs {
     #[arg(long, value_name = "SECS", env = "SPILLWAY_HEADER_TIMEOUT", default_value_t = defaults::HEADER_TIMEOUT,
           value_parser = clap::value_parser!(u64).range(1..=3_600))]
     pub header_timeout: u64,
+
+    /// Request bodies up to this size (bytes, or with a K/M/G suffix) are received whole
+    /// before the request waits for a Python thread, so slow uploads hold no thread; the
+    /// first 64 KiB in memory, the rest in an unnamed file in $TMPDIR. Larger bodies
+    /// stream to the application as they arrive. 0: stream every body.
+    #[arg(long, value_name = "BYTES", env = "SPILLWAY_BODY_BUFFER", default_value = defaults::BODY_BUFFER,
+          value_parser = parse_size)]
+    pub body_buffer: u64,
+
+    /// Seconds a client may send no request-body bytes while its body is expected; longer
+    /// gets 408 and the connection is closed.
+    #[arg(long, value_name = "SECS", env = "SPILLWAY_BODY_TIMEOUT", default_value_t = defaults::BODY_TIMEOUT,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub body_timeout: u64,
 
     /// Seconds that shutdown waits for requests in flight.
     #[arg(long, value_name = "SECS", env = "SPILLWAY_GRACEFUL_TIMEOUT", default_value_t = defaults::GRACEFUL_TIMEOUT,
@@ -328,6 +344,23 @@ pub struct WorkerArgs {
     pub log_level: String,
 }
 
+/// Parses a size in bytes: digits with an optional K, M or G suffix (powers of 1024).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (digits, shift) = match t.as_bytes().last().map(u8::to_ascii_uppercase) {
+        Some(b'K') => (&t[..t.len() - 1], 10),
+        Some(b'M') => (&t[..t.len() - 1], 20),
+        Some(b'G') => (&t[..t.len() - 1], 30),
+        _ => (t, 0),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size: use bytes, or a number with K, M or G"))?;
+    n.checked_mul(1 << shift)
+        .filter(|&b| b <= 1 << 40)
+        .ok_or_else(|| format!("`{s}` is above the 1 TiB this allows"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -353,5 +386,19 @@ mod tests {
                 assert_eq!(env.as_deref(), Some(want.as_str()), "--{long}");
             }
         }
+    }
+
+    #[test]
+    fn sizes_take_binary_suffixes_and_refuse_the_rest() {
+        assert_eq!(parse_size("0"), Ok(0));
+        assert_eq!(parse_size("1500"), Ok(1500));
+        assert_eq!(parse_size("64k"), Ok(64 << 10));
+        assert_eq!(parse_size("16M"), Ok(16 << 20));
+        assert_eq!(parse_size("2G"), Ok(2 << 30));
+        assert!(parse_size("").is_err());
+        assert!(parse_size("-1").is_err());
+        assert!(parse_size("1.5M").is_err());
+        assert!(parse_size("10T").is_err());
+        assert!(parse_size("99999999999G").is_err());
     }
 }

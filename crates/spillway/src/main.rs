@@ -164,6 +164,24 @@ fn run_worker(args: cli::WorkerArgs) -> anyhow::Result<ExitCode> {
     // SAFETY: fd 3 was set up by the front (dup2 before exec) and nothing else in this
     // process has taken ownership of it.
     let fd = unsafe { OwnedFd::from_raw_fd(3) };
+    // Close-on-exec from here on: a process the application starts (`subprocess`,
+    // `os.system('… &')`) must not keep our link to the front open, or the front could
+    // not tell when this worker is gone.
+    // SAFETY: fcntl on an fd this process owns, with plain integer arguments.
+    if unsafe { libc::fcntl(3, libc::F_SETFD, libc::FD_CLOEXEC) } < 0 {
+        anyhow::bail!(
+            "__worker: cannot make fd 3 close-on-exec: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    // Rust's runtime catches SIGSEGV and SIGBUS to report stack overflows, and returns
+    // from any other, expecting the fault to recur: a signal sent with kill() (or raised
+    // again by faulthandler after its traceback) would then leave a broken worker
+    // running. A worker dies of these signals, as any process does.
+    for signal in [libc::SIGSEGV, libc::SIGBUS] {
+        // SAFETY: restoring the default disposition of a signal has no preconditions.
+        unsafe { libc::signal(signal, libc::SIG_DFL) };
+    }
     let socket = std::os::unix::net::UnixStream::from(fd);
     let spec = spillway_wsgi::WorkerSpec {
         app: args.app,

@@ -310,6 +310,8 @@ pub fn resolve(args: ServeArgs) -> Result<Settings, SettingsError> {
         backlog: args.backlog,
         keep_alive: secs(args.keep_alive),
         header_timeout: secs(args.header_timeout),
+        body_buffer: args.body_buffer,
+        body_timeout: secs(args.body_timeout),
         limit_request_line: args.limit_request_line as usize,
         limit_request_fields: args.limit_request_fields as usize,
         limit_request_field_size: args.limit_request_field_size as usize,

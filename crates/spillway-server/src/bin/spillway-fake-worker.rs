@@ -84,7 +84,7 @@ fn read_loop(mut sock: UnixStream, out: &Out) {
                 }
                 Frame::RequestBody { stream, data } => (stream, Input::Body(data)),
                 Frame::RequestEnd { stream } => (stream, Input::End),
-                Frame::Cancel { stream } => (stream, Input::Cancel),
+                Frame::Cancel { stream } | Frame::Expire { stream } => (stream, Input::Cancel),
                 Frame::ResponseCredit { stream, bytes } => (stream, Input::Credit(bytes)),
                 Frame::Shutdown => std::process::exit(0),
                 // A real worker grows on it; the fake one has a fixed pool.

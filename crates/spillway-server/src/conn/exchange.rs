@@ -7,7 +7,8 @@ use std::time::Instant;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::{read_more, Conn, PEEK_LIMIT};
+use super::buffer::Buffered;
+use super::{client_body_error, read_more, Conn, PEEK_LIMIT};
 use crate::access_log::AccessRecord;
 use crate::dispatch::{Exchange, Failure, Reply};
 use crate::error::Answer;
@@ -33,10 +34,21 @@ enum Flow {
     Done(bool),
 }
 
+/// The request body, as the exchange sends it: what the front already holds, then what
+/// the client still sends.
+pub(super) struct Body<'a> {
+    pub decoder: &'a mut BodyDecoder,
+    pub buffered: Option<Buffered>,
+    /// The client waits for `100 Continue` before it sends the body.
+    pub expect_continue: bool,
+}
+
 /// The per-exchange state the loop and its helpers share.
 struct State<'a> {
     ex: Exchange,
     body: &'a mut BodyDecoder,
+    /// Body bytes held by the front, sent before the rest.
+    buffered: Option<Buffered>,
     reply: ReplyTo,
     expect_continue: bool,
     /// `100 Continue` was sent.
@@ -49,6 +61,8 @@ struct State<'a> {
     bytes: u64,
     /// When the response must start (or the next body piece arrive) by.
     deadline: Instant,
+    /// When the client must have sent more of the body by, while it is awaited.
+    body_deadline: Option<Instant>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
@@ -56,17 +70,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     pub(super) async fn exchange(
         &mut self,
         ex: Exchange,
-        body: &mut BodyDecoder,
+        body: Body<'_>,
         reply: ReplyTo,
-        expect_continue: bool,
         record: Option<AccessRecord>,
     ) -> bool {
-        let body_ended = body.is_done();
+        let body_ended = body.decoder.is_done() && body.buffered.is_none();
         let mut st = State {
             ex,
-            body,
+            body: body.decoder,
+            buffered: body.buffered,
             reply,
-            expect_continue,
+            expect_continue: body.expect_continue,
             continued: false,
             body_ended,
             response: Response::Waiting,
@@ -74,6 +88,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             status: 0,
             bytes: 0,
             deadline: Instant::now() + self.front.cfg.timeout,
+            body_deadline: None,
         };
         let keep = self.exchange_loop(&mut st).await;
         if let (Some(log), Some(mut r)) = (&self.front.access_log, st.record.take()) {
@@ -93,8 +108,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         tokio::pin!(sleep);
         let mut armed = st.deadline;
         loop {
-            if armed != st.deadline {
-                armed = st.deadline;
+            let due = st.body_deadline.map_or(st.deadline, |b| b.min(st.deadline));
+            if armed != due {
+                armed = due;
                 sleep.as_mut().reset(armed.into());
             }
             if let Err(answer) = self.pump_body(st) {
@@ -111,11 +127,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                     Response::Streaming { .. } => false,
                 };
             }
-            let want_read = if st.body.is_done() {
+            let want_read = if st.buffered.is_some() || st.body.is_done() {
                 self.rbuf.len() < PEEK_LIMIT
             } else {
                 st.ex.body_credit() > 0
             };
+            // A body the worker wants and the client does not send ends at --body-timeout.
+            if want_read && !st.body.is_done() && st.buffered.is_none() {
+                st.body_deadline
+                    .get_or_insert_with(|| Instant::now() + self.front.cfg.body_timeout);
+            } else {
+                st.body_deadline = None;
+            }
             let flow = tokio::select! {
                 biased;
                 reply = st.ex.next() => self.on_reply(st, reply).await,
@@ -124,10 +147,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                         tracing::debug!(client = %self.peer.label, "client left while its request was served");
                         Flow::Done(false)
                     } else {
+                        st.body_deadline = None;
                         Flow::Continue
                     }
                 }
-                _ = sleep.as_mut() => self.on_timeout(st).await,
+                _ = sleep.as_mut() => {
+                    if st.body_deadline.is_some_and(|b| b <= Instant::now()) {
+                        self.on_body_timeout(st).await
+                    } else {
+                        self.on_timeout(st).await
+                    }
+                }
             };
             if let Flow::Done(keep) = flow {
                 return keep;
@@ -135,21 +165,41 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         }
     }
 
-    /// Sends what the read buffer holds of the request body, as far as the credit goes.
+    /// Sends the request body as far as the credit goes: what the front holds first, then
+    /// what the read buffer has of the rest.
     fn pump_body(&mut self, st: &mut State<'_>) -> Result<(), Answer> {
         let mut progressed = false;
-        while !st.body.is_done() && st.ex.body_credit() > 0 {
+        while st.ex.body_credit() > 0 {
             let max = st.ex.body_credit().min(spillway_proto::MAX_CHUNK as u64) as usize;
+            if let Some(held) = st.buffered.as_mut() {
+                match held.next_chunk(max) {
+                    Ok(Some(data)) => {
+                        st.ex.send_body(&data);
+                        progressed = true;
+                        continue;
+                    }
+                    Ok(None) => st.buffered = None,
+                    Err(e) => {
+                        tracing::error!(client = %self.peer.label, error = %e, "cannot read a held request body back; 503");
+                        return Err(Answer::BufferFailed);
+                    }
+                }
+            }
+            if st.body.is_done() {
+                break;
+            }
             match st.body.decode(&mut self.rbuf, max)? {
                 Some(Piece::Data(data)) => {
-                    let sent = st.ex.send_body(&data);
-                    debug_assert_eq!(sent, data.len());
+                    st.ex.send_body(&data);
                     progressed = true;
                 }
                 Some(Piece::End) | None => break,
             }
         }
-        if st.body.is_done() && !st.body_ended {
+        if st.buffered.as_ref().is_some_and(|b| b.is_drained()) {
+            st.buffered = None;
+        }
+        if st.body.is_done() && st.buffered.is_none() && !st.body_ended {
             st.body_ended = true;
             st.ex.end_body();
         }
@@ -159,6 +209,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             st.deadline = Instant::now() + self.front.cfg.timeout;
         }
         Ok(())
+    }
+
+    /// The client stopped sending the body the application reads: 408 if nothing was
+    /// answered yet, else the connection is cut; the application hears the client left.
+    async fn on_body_timeout(&mut self, st: &mut State<'_>) -> Flow {
+        client_body_error(&self.peer.label, Answer::BodyTimeout);
+        match st.response {
+            Response::Waiting => {
+                st.status = Answer::BodyTimeout.status();
+                st.reply.keep_alive = false;
+                self.answer_in_exchange(Answer::BodyTimeout, st).await;
+                Flow::Done(false)
+            }
+            Response::Streaming { .. } => {
+                self.flush().await;
+                Flow::Done(false)
+            }
+        }
     }
 
     async fn on_reply(&mut self, st: &mut State<'_>, reply: Reply) -> Flow {

@@ -9,6 +9,7 @@
 //! avoid. Every close lingers so unread request bytes do not turn the FIN into a RST that
 //! destroys the response.
 
+mod buffer;
 mod exchange;
 mod proxy;
 
@@ -168,9 +169,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         tokio::pin!(sleep);
         let mut armed = None;
         let mut scanned = 0;
+        let mut probed = 0;
         loop {
             if !self.rbuf.is_empty() {
-                match self.try_head(scanned).await {
+                match self.try_head(scanned, &mut probed).await {
                     Step::Done(p) => return p,
                     Step::More => {}
                 }
@@ -207,9 +209,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     }
 
     /// Parses what the read buffer holds if a head may be complete (new bytes since
-    /// `scanned` include an empty line), else checks the limits.
-    async fn try_head(&mut self, scanned: usize) -> Step {
-        let parsed = if head::may_end_head(&self.rbuf, scanned) {
+    /// `scanned` include an empty line), else checks the limits. An incomplete head is
+    /// also parsed whenever it has doubled since the last try (`probed`), so that bytes
+    /// no head may contain (a bare CR, a bad version) are refused at once rather than at
+    /// `--header-timeout`, while a client trickling a long head costs linear time.
+    async fn try_head(&mut self, scanned: usize, probed: &mut usize) -> Step {
+        let len = self.rbuf.len();
+        let parsed = if head::may_end_head(&self.rbuf, scanned) || len >= 2 * *probed {
+            *probed = len;
             self.parse()
         } else {
             head::check_partial(&self.rbuf, &self.front.limits).map(|()| None)
@@ -297,6 +304,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 return self.answer(answer, &reply, record).await;
             }
         };
+        // The body first, while no Python thread waits for it. (Not for a client that
+        // asked for `100 Continue`: it sends nothing until the application reads.)
+        let buffered = if !p.expect_continue && self.buffers(p.framing) {
+            match self.receive_body(&mut body).await {
+                Ok(b) => Some(b),
+                Err(Some(answer)) => {
+                    reply.keep_alive = false;
+                    return self.answer(answer, &reply, record).await;
+                }
+                Err(None) => return false,
+            }
+        } else {
+            None
+        };
         let admit_start = record.as_ref().map(|_| Instant::now());
         let started = tokio::select! {
             r = crate::dispatch::Exchange::start(&self.front.workers, head) => r,
@@ -310,14 +331,78 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         }
         match started {
             Ok(ex) => {
-                self.exchange(ex, &mut body, reply, p.expect_continue, record)
-                    .await
+                let body = exchange::Body {
+                    decoder: &mut body,
+                    buffered,
+                    expect_continue: p.expect_continue,
+                };
+                self.exchange(ex, body, reply, record).await
             }
             Err(answer) => {
                 // Refused, not failed: the connection stays usable for the retry, once the
                 // body the client sent is out of the way.
                 let keep = self.answer(answer, &reply, record).await;
                 keep && self.discard(&mut body, p.expect_continue, false).await
+            }
+        }
+    }
+
+    /// Whether a body framed as `framing` is received before the request queues: any
+    /// chunked one (up to the limit, the rest streams), a sized one within the limit.
+    fn buffers(&self, framing: Framing) -> bool {
+        match framing {
+            Framing::None => false,
+            Framing::Length(n) => n <= self.front.cfg.body_buffer,
+            Framing::Chunked => self.front.cfg.body_buffer > 0,
+        }
+    }
+
+    /// Receives the request body (or its first `--body-buffer` bytes). `Err(Some)`: the
+    /// answer for a client that broke the framing, stalled for `--body-timeout`, or
+    /// could not be held; `Err(None)`: the client left.
+    async fn receive_body(
+        &mut self,
+        body: &mut crate::h1::body::BodyDecoder,
+    ) -> Result<buffer::Buffered, Option<Answer>> {
+        let limit = self.front.cfg.body_buffer;
+        let mut held = buffer::Buffered::new();
+        loop {
+            if held.len() >= limit {
+                return Ok(held);
+            }
+            let max = (limit - held.len()).min(spillway_proto::MAX_CHUNK as u64) as usize;
+            match body.decode(&mut self.rbuf, max) {
+                Err(answer) => {
+                    client_body_error(&self.peer.label, answer);
+                    return Err(Some(answer));
+                }
+                Ok(Some(crate::h1::body::Piece::End)) => return Ok(held),
+                Ok(Some(crate::h1::body::Piece::Data(d))) => match held.push(&d) {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        // Over the shared budget: hand what came on with the rest.
+                        held.spill(d);
+                        return Ok(held);
+                    }
+                    Err(e) => {
+                        tracing::error!(client = %self.peer.label, error = %e, dir = %std::env::temp_dir().display(), "cannot hold a request body in a temporary file; 503");
+                        return Err(Some(Answer::BufferFailed));
+                    }
+                },
+                Ok(None) => {
+                    let read = tokio::time::timeout(
+                        self.front.cfg.body_timeout,
+                        read_more(&mut self.io, &mut self.rbuf),
+                    );
+                    match read.await {
+                        Ok(0) => return Err(None),
+                        Ok(_) => {}
+                        Err(_) => {
+                            client_body_error(&self.peer.label, Answer::BodyTimeout);
+                            return Err(Some(Answer::BodyTimeout));
+                        }
+                    }
+                }
             }
         }
     }
@@ -434,6 +519,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             }
         })
         .await;
+    }
+}
+
+/// One warning line a second at most for clients whose request bodies break the framing
+/// rules or stall: their doing, and a client must not be able to flood the log.
+fn client_body_error(client: &str, answer: Answer) {
+    static LAST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    if LAST.swap(now, std::sync::atomic::Ordering::Relaxed) != now {
+        tracing::warn!(client, status = answer.status(), error = %answer, "request body refused (logged at most once a second)");
     }
 }
 

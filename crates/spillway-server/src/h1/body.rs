@@ -196,8 +196,10 @@ fn take_line(
     }
 }
 
-/// `chunk-size [ chunk-ext ]`: the size, then extensions that each have a token name and
-/// an optional token or quoted value. No whitespace anywhere.
+/// `chunk-size [ chunk-ext ]` (RFC 9112 §7.1): hex digits, then extensions that each
+/// have a token name and an optional token or quoted value. Blanks only where the
+/// grammar's BWS allows them: around `;` and `=` inside extensions, never after a bare
+/// size (`5 `), which is the leniency smuggling needs.
 fn parse_chunk_line(line: &[u8]) -> Result<u64, Answer> {
     let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
     if digits == 0 {
@@ -227,15 +229,18 @@ fn is_tchar(b: u8) -> bool {
 
 fn parse_extension(s: &[u8]) -> Result<&[u8], Answer> {
     let bad = || malformed("Bad Request: malformed chunk extension\n");
-    let s = s.strip_prefix(b";").ok_or_else(bad)?;
+    let s = skip_blanks(s).strip_prefix(b";").ok_or_else(bad)?;
+    let s = skip_blanks(s);
     let name = s.iter().take_while(|&&b| is_tchar(b)).count();
     if name == 0 {
         return Err(bad());
     }
     let s = &s[name..];
-    let Some(value) = s.strip_prefix(b"=") else {
+    let Some(value) = skip_blanks(s).strip_prefix(b"=") else {
+        // Blanks here belong to the next `;`, and are refused if none follows.
         return Ok(s);
     };
+    let value = skip_blanks(value);
     if let Some(q) = value.strip_prefix(b"\"") {
         let mut i = 0;
         while i < q.len() {
@@ -255,10 +260,26 @@ fn parse_extension(s: &[u8]) -> Result<&[u8], Answer> {
     Ok(&value[n..])
 }
 
+fn skip_blanks(s: &[u8]) -> &[u8] {
+    let n = s.iter().take_while(|&&b| b == b' ' || b == b'\t').count();
+    &s[n..]
+}
+
 fn check_trailer(line: &[u8]) -> Result<(), Answer> {
     let colon = line.iter().position(|&b| b == b':');
     match colon {
         Some(i) if i > 0 && line[..i].iter().all(|&b| is_tchar(b)) => {
+            // Framing and routing fields may not arrive late (RFC 9110 §6.5.1): whatever
+            // merged them into the head would read another message than this one.
+            let name = &line[..i];
+            if [&b"content-length"[..], b"transfer-encoding", b"host"]
+                .iter()
+                .any(|f| name.eq_ignore_ascii_case(f))
+            {
+                return Err(malformed(
+                    "Bad Request: a trailer may not carry Content-Length, Transfer-Encoding or Host\n",
+                ));
+            }
             if line[i + 1..]
                 .iter()
                 .any(|&b| b < 0x20 && b != b'\t' || b == 0x7f)
@@ -340,6 +361,15 @@ mod tests {
     }
 
     #[test]
+    fn blanks_around_extension_separators_are_allowed() {
+        assert_eq!(
+            chunked(b"5; some; parameters=stuff\r\nhello\r\n6 ;b = \"c\"\r\n world\r\n0\r\n\r\n")
+                .unwrap(),
+            b"hello world"
+        );
+    }
+
+    #[test]
     fn quoted_extension_values_are_allowed() {
         assert_eq!(
             chunked(b"3;a=\"x; y\\\"z\"\r\nabc\r\n0\r\n\r\n").unwrap(),
@@ -364,6 +394,10 @@ mod tests {
             b"5;a=\r\nhello\r\n0\r\n\r\n",       // extension with an empty value
             b"5;a=\"open\r\nhello\r\n0\r\n\r\n", // unterminated quote
             b"0\r\nBad Trailer\r\n\r\n",         // trailer without a colon
+            b"0\r\nContent-Length: 9\r\n\r\n",   // a framing field as a trailer
+            b"0\r\nHost: evil\r\n\r\n",          // a routing field as a trailer
+            b"5;a \r\nhello\r\n0\r\n\r\n",       // blanks with no extension after them
+            b"2 erfrferferf\r\naa\r\n0\r\n\r\n", // no semicolon before the extension
         ] {
             assert!(
                 matches!(chunked(wire), Err(Answer::Malformed(_))),

@@ -69,9 +69,11 @@ struct Bound {
 
 impl Bound {
     fn bind(cfg: &ServerConfig, activated: Vec<ActivatedSocket>) -> Result<Bound, ServerError> {
-        let bind_error = |addr: String| move |source| ServerError::Bind { addr, source };
+        let bind_error = |addr: String| move |error| ServerError::Bind { addr, error };
         let access_log = match &cfg.access_log {
-            Some(t) => Some(AccessLogger::open(t).map_err(ServerError::AccessLog)?),
+            Some(t) => {
+                Some(AccessLogger::open(t).map_err(|e| ServerError::AccessLog(t.to_string(), e))?)
+            }
             None => None,
         };
         let mut listeners = Vec::new();
@@ -112,7 +114,9 @@ impl Bound {
             None => None,
         };
         let pid_file = match &cfg.pid_file {
-            Some(p) => Some(PidFile::create(p).map_err(ServerError::PidFile)?),
+            Some(p) => Some(
+                PidFile::create(p).map_err(|e| ServerError::PidFile(p.display().to_string(), e))?,
+            ),
             None => None,
         };
         Ok(Bound {

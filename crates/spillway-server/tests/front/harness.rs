@@ -36,6 +36,8 @@ pub fn config() -> ServerConfig {
         backlog: 128,
         keep_alive: Duration::from_secs(30),
         header_timeout: Duration::from_secs(5),
+        body_buffer: 16 << 20,
+        body_timeout: Duration::from_secs(60),
         limit_request_line: 4094,
         limit_request_fields: 100,
         limit_request_field_size: 8190,

@@ -6,7 +6,8 @@ tell whether the application was called at all.
 GET /pid                answer at once with the worker's pid
 GET /sleep?ms=N         sleep N ms (at most 60 s), then answer
 GET /wait?file=F        wait (at most 30 s) until $TEST_DIR/F exists, then answer
-GET /hang               never answer within any test's timeout (sleeps up to 120 s)
+GET /hang               never answer within any test's timeout: one time.sleep(120), C
+                        code that no asynchronous exception interrupts
 GET /exit               os._exit(1): the worker dies mid-request
 GET /grow?mib=N         keep N MiB (default 60) more in a global list, then answer
 Every answer is JSON: {"pid": ..., "path": ..., "token": ...}.
@@ -38,9 +39,7 @@ def app(environ, start_response):
         while time.monotonic() < deadline and not os.path.exists(release):
             time.sleep(0.01)
     elif path == "/hang":
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            time.sleep(0.05)
+        time.sleep(120)
     elif path == "/exit":
         os._exit(1)
     elif path == "/grow":

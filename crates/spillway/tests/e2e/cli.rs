@@ -406,3 +406,30 @@ fn bad_log_level_is_rejected() {
     assert!(!out.status.success(), "{out}");
     assert!(out.stderr.contains("chatty"), "{out}");
 }
+
+#[test]
+fn start_up_failures_name_what_failed_and_say_why_once() {
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = held.local_addr().unwrap().to_string();
+    let out = Spillway::new("apps/echo.py:app").bind(addr.as_str()).run();
+    assert!(!out.status.success(), "{out}");
+    assert!(out.stderr.contains(&addr), "{out}");
+    assert_eq!(
+        out.stderr.matches("Address already in use").count(),
+        1,
+        "the OS error is not printed exactly once:\n{out}"
+    );
+
+    for (flag, path) in [
+        ("--access-log", "/nonexistent-spillway-dir/access.log"),
+        ("--pid-file", "/nonexistent-spillway-dir/spillway.pid"),
+    ] {
+        let out = Spillway::new("apps/echo.py:app").arg(flag).arg(path).run();
+        assert!(!out.status.success(), "{flag}: {out}");
+        assert!(
+            out.stderr.contains(path),
+            "{flag} error does not name {path}:\n{out}"
+        );
+        assert!(out.stderr.contains("No such file or directory"), "{out}");
+    }
+}

@@ -464,6 +464,21 @@ backend spillway
             "REMOTE_PORT is not the client's port: {j}"
         );
     }
+    // HAProxy adds no X-Forwarded-For here: the client's own is a lie, told by an
+    // address Spillway does not trust (127.0.0.1, named by the PROXY header).
+    let r = conn.request(
+        "GET",
+        "/",
+        &[
+            ("X-Forwarded-For", "6.6.6.6"),
+            ("X-Forwarded-Proto", "https"),
+        ],
+        b"",
+    );
+    assert_eq!(r.status, 200, "{r}");
+    let j = r.json();
+    assert_eq!(j.get("remote_addr").str(), Some("127.0.0.1"), "{j}");
+    assert_eq!(j.get("scheme").str(), Some("http"), "{j}");
 }
 
 /// `GET /` after `prefix` (a PROXY header) on a new connection to `srv`.
@@ -526,6 +541,17 @@ fn proxy_protocol_v1_and_v2_from_a_trusted_peer_set_remote_addr() {
         assert_eq!(r.status, 200, "{r}");
         assert_eq!(remote(&r).0, "198.51.100.10", "{r}");
     }
+
+    // Behind a PROXY header, the client it names decides trust: its X-Forwarded-* are
+    // not believed, though the balancer that sent the header is trusted.
+    let r = behind(
+        &srv,
+        b"PROXY TCP4 203.0.113.7 127.0.0.1 40000 80\r\n",
+        "X-Forwarded-For: 6.6.6.6\r\nX-Forwarded-Proto: https\r\n",
+    )
+    .unwrap_or_else(|e| panic!("PROXY v1 + XFF: {e}\n{}", srv.report()));
+    assert_eq!(remote(&r).0, "203.0.113.7", "{r}");
+    assert_eq!(r.json().get("scheme").str(), Some("http"), "{r}");
 
     // v2 LOCAL (what a proxy's own health check sends): the real peer address.
     let mut local_cmd = V2_SIG.to_vec();

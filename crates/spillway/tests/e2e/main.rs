@@ -9,6 +9,7 @@ mod doctor;
 mod environ;
 mod flask;
 mod haproxy;
+mod hardening;
 mod http;
 mod input;
 mod lifecycle;

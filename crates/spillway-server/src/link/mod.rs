@@ -12,17 +12,20 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use spillway_proto::{
-    decode, encode_body, EncodeError, Frame, FrameError, Kind, RequestHead, ResponseHead,
-    WorkerStats,
+    encode_body, EncodeError, Frame, FrameError, Kind, RequestHead, ResponseHead, WorkerStats,
 };
 use std::collections::VecDeque;
 use std::task::{Context, Poll, Waker};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 
 use tokio::sync::Notify;
 
 use crate::pool::Claim;
+
+mod reader;
+pub(crate) use reader::read_frame;
+pub use reader::WorkerReader;
 
 /// What a request hears from its worker.
 #[derive(Debug)]
@@ -401,7 +404,7 @@ impl WorkerLink {
     }
 
     /// Marks a request as stuck (timed out for the client, still running in Python) and
-    /// tells the worker to stop it.
+    /// tells the worker to interrupt it.
     pub(crate) fn mark_stuck(&self, stream: u32) {
         let live = match lock(&self.streams).get_mut(&stream) {
             Some(e) => {
@@ -411,7 +414,7 @@ impl WorkerLink {
             None => false,
         };
         if live {
-            self.send(&Frame::Cancel { stream });
+            self.send(&Frame::Expire { stream });
             self.changed.notify_waiters();
         }
     }
@@ -554,52 +557,5 @@ async fn write_loop(link: Arc<WorkerLink>, mut wr: OwnedWriteHalf) {
         if wr.write_all(&data).await.is_err() {
             return; // the reader sees the same failure and fails the streams
         }
-    }
-}
-
-/// The reading half of a worker's socket, run by its supervisor task.
-pub struct WorkerReader {
-    link: Arc<WorkerLink>,
-    rd: OwnedReadHalf,
-    buf: BytesMut,
-}
-
-/// Reads one frame, waiting for more bytes as needed; `Ok(None)` at end of file.
-pub(crate) async fn read_frame(
-    rd: &mut OwnedReadHalf,
-    buf: &mut BytesMut,
-) -> Result<Option<Frame>, LinkError> {
-    loop {
-        if let Some(f) = decode(buf)? {
-            return Ok(Some(f));
-        }
-        if buf.capacity() - buf.len() < 8192 {
-            buf.reserve(64 * 1024);
-        }
-        if rd.read_buf(buf).await? == 0 {
-            return Ok(None);
-        }
-    }
-}
-
-impl WorkerReader {
-    /// Routes frames until the worker closes its socket or breaks the protocol.
-    /// `before_fail` runs before the in-flight requests are failed (it takes the worker
-    /// out of the pool, so that their claims free nothing).
-    pub(crate) async fn run(mut self, before_fail: impl FnOnce()) -> Option<LinkError> {
-        let err = loop {
-            match read_frame(&mut self.rd, &mut self.buf).await {
-                Ok(Some(frame)) => {
-                    if let Err(e) = self.link.route(frame) {
-                        break Some(e);
-                    }
-                }
-                Ok(None) => break None,
-                Err(e) => break Some(e),
-            }
-        };
-        before_fail();
-        self.link.fail_all();
-        err
     }
 }
