@@ -224,6 +224,7 @@ fn decode_frame(mut frame: Bytes) -> Result<Frame, FrameError> {
             let protocol = match p.u8()? {
                 0 => Protocol::Http10,
                 1 => Protocol::Http11,
+                2 => Protocol::Http2,
                 v => return Err(p.bad("protocol", v as u64)),
             };
             let scheme = match p.u8()? {

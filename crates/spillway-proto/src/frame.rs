@@ -71,6 +71,8 @@ pub enum Protocol {
     Http10 = 0,
     /// `HTTP/1.1`
     Http11 = 1,
+    /// `HTTP/2`
+    Http2 = 2,
 }
 
 impl Protocol {
@@ -79,6 +81,7 @@ impl Protocol {
         match self {
             Protocol::Http10 => "HTTP/1.0",
             Protocol::Http11 => "HTTP/1.1",
+            Protocol::Http2 => "HTTP/2",
         }
     }
 }

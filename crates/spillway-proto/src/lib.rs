@@ -28,7 +28,7 @@ pub use encode::{encode_body, EncodeError};
 pub use frame::{BodyKind, Frame, Kind, Protocol, RequestHead, ResponseHead, Scheme, WorkerStats};
 
 /// Version of this protocol; a front refuses a worker that speaks another one.
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// Magic bytes at the start of the `Hello` payload, to catch a stray process on the socket.
 pub const HELLO_MAGIC: &[u8; 4] = b"SPWY";

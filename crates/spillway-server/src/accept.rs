@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{watch, Notify};
 
-use crate::conn::{serve_connection, Front};
+use crate::conn::{serve_connection, serve_tls_connection, Front};
 use crate::listener::Listener;
 use crate::request::Peer;
+use crate::tls::TlsState;
 
 /// Open client connections against `--max-connections`.
 pub(crate) struct ConnCount {
@@ -86,6 +87,7 @@ pub(crate) async fn accept_loop(
     front: Arc<Front>,
     draining: watch::Receiver<bool>,
     conns: Arc<ConnCount>,
+    tls: Option<Arc<TlsState>>,
 ) {
     let mut last_error_log: Option<Instant> = None;
     loop {
@@ -108,14 +110,25 @@ pub(crate) async fn accept_loop(
                         .map_or_else(String::new, |a| a.port().to_string())
                         .into(),
                     label: addr.to_string(),
+                    tls: None,
                 };
-                tokio::spawn(serve_connection(
-                    s,
-                    peer,
-                    front.clone(),
-                    draining.clone(),
-                    slot,
-                ));
+                match &tls {
+                    Some(tls) => tokio::spawn(serve_tls_connection(
+                        s,
+                        peer,
+                        front.clone(),
+                        draining.clone(),
+                        slot,
+                        tls.clone(),
+                    )),
+                    None => tokio::spawn(serve_connection(
+                        s,
+                        peer,
+                        front.clone(),
+                        draining.clone(),
+                        slot,
+                    )),
+                };
             }),
             Listener::Unix(u) => u.accept().await.map(|(s, _)| {
                 let peer = Peer {
@@ -125,6 +138,7 @@ pub(crate) async fn accept_loop(
                     server_name: name.trim_start_matches("unix:").to_owned().into(),
                     server_port: Default::default(),
                     label: name.clone(),
+                    tls: None,
                 };
                 tokio::spawn(serve_connection(
                     s,
@@ -135,6 +149,10 @@ pub(crate) async fn accept_loop(
                 ));
             }),
         };
+        if let (Ok(()), Some(m)) = (&accepted, &front.metrics) {
+            m.connections_accepted
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         if let Err(e) = accepted {
             // EMFILE and friends: the connection stays in the kernel queue; say so at most
             // once a second and retry shortly instead of spinning.

@@ -13,9 +13,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::Mutex;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
-use crate::config::AccessLog;
+use crate::config::{AccessLog, AccessLogFormat};
 
 /// Lines queued for the writer thread before new ones are dropped.
 const QUEUE: usize = 64 * 1024;
@@ -23,19 +23,64 @@ const QUEUE: usize = 64 * 1024;
 /// What is known about a request when its response finishes.
 #[derive(Debug, Clone)]
 pub(crate) struct AccessRecord {
+    /// The connection's peer, `addr:port`.
     pub client: String,
+    /// `REMOTE_ADDR` as the application sees it (after PROXY and trusted
+    /// `X-Forwarded-For`).
+    pub remote_addr: bytes::Bytes,
     /// `METHOD target HTTP/1.x`.
     pub request_line: String,
+    pub request_id: bytes::Bytes,
+    /// `Referer` and `User-Agent`, for the formats that log them.
+    pub referer: bytes::Bytes,
+    pub user_agent: bytes::Bytes,
     pub started: Instant,
     pub status: u16,
     pub queued: Duration,
     pub worker: u32,
     pub generation: u64,
     pub bytes: u64,
+    /// Whose doing the status was.
+    pub origin: crate::error::Origin,
+    /// When the request reached its worker, and how long the application took to start
+    /// its response.
+    pub dispatched: Option<Instant>,
+    pub application: Option<Duration>,
+}
+
+impl AccessRecord {
+    /// A record for a request whose head has just been read: the rest is filled in as the
+    /// exchange goes on.
+    pub fn begin(
+        client: String,
+        remote_addr: bytes::Bytes,
+        request_line: String,
+        request_id: bytes::Bytes,
+        referer: bytes::Bytes,
+        user_agent: bytes::Bytes,
+    ) -> AccessRecord {
+        AccessRecord {
+            client,
+            remote_addr,
+            request_line,
+            request_id,
+            referer,
+            user_agent,
+            started: Instant::now(),
+            status: 0,
+            queued: Duration::ZERO,
+            worker: 0,
+            generation: 0,
+            bytes: 0,
+            origin: crate::error::Origin::Application,
+            dispatched: None,
+            application: None,
+        }
+    }
 }
 
 enum Msg {
-    Line(AccessRecord, Duration),
+    Line(Box<AccessRecord>, Duration, SystemTime),
     Stop,
 }
 
@@ -52,7 +97,7 @@ pub(crate) struct AccessLogger {
 impl AccessLogger {
     /// Opens the destination (a file is appended to, created if missing) and starts the
     /// writer thread.
-    pub fn open(target: &AccessLog) -> io::Result<AccessLogger> {
+    pub fn open(target: &AccessLog, format: AccessLogFormat) -> io::Result<AccessLogger> {
         let out: Box<dyn Write + Send> = match target {
             AccessLog::Stdout => Box::new(io::stdout()),
             AccessLog::File(p) => Box::new(OpenOptions::new().create(true).append(true).open(p)?),
@@ -60,7 +105,7 @@ impl AccessLogger {
         let (tx, rx) = sync_channel(QUEUE);
         let thread = std::thread::Builder::new()
             .name("access-log".into())
-            .spawn(move || write_lines(rx, BufWriter::with_capacity(64 * 1024, out)))?;
+            .spawn(move || write_lines(rx, BufWriter::with_capacity(64 * 1024, out), format))?;
         Ok(AccessLogger {
             tx,
             thread: Mutex::new(Some(thread)),
@@ -73,7 +118,8 @@ impl AccessLogger {
     /// Logs one finished request (never blocks).
     pub fn write(&self, r: AccessRecord) {
         let total = r.started.elapsed();
-        if let Err(TrySendError::Full(_)) = self.tx.try_send(Msg::Line(r, total)) {
+        let at = SystemTime::now() - total;
+        if let Err(TrySendError::Full(_)) = self.tx.try_send(Msg::Line(Box::new(r), total, at)) {
             let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             let now = self.epoch.elapsed().as_millis() as u64;
             let last = self.warned_ms.load(Ordering::Relaxed);
@@ -101,7 +147,11 @@ impl AccessLogger {
     }
 }
 
-fn write_lines(rx: Receiver<Msg>, mut out: BufWriter<Box<dyn Write + Send>>) {
+fn write_lines(
+    rx: Receiver<Msg>,
+    mut out: BufWriter<Box<dyn Write + Send>>,
+    format: AccessLogFormat,
+) {
     let mut failed = false;
     let mut line = String::with_capacity(256);
     loop {
@@ -110,9 +160,13 @@ fn write_lines(rx: Receiver<Msg>, mut out: BufWriter<Box<dyn Write + Send>>) {
         let mut msg = rx.recv().ok();
         loop {
             match msg {
-                Some(Msg::Line(r, total)) => {
+                Some(Msg::Line(r, total, at)) => {
                     line.clear();
-                    format_line(&mut line, &r, total);
+                    match format {
+                        AccessLogFormat::Default => format_line(&mut line, &r, total),
+                        AccessLogFormat::Combined => format_combined(&mut line, &r, total, at),
+                        AccessLogFormat::Json => format_json(&mut line, &r, total, at),
+                    }
                     if let Err(e) = out.write_all(line.as_bytes()) {
                         report(&mut failed, &e);
                     }
@@ -145,34 +199,126 @@ fn report(failed: &mut bool, e: &io::Error) {
 
 fn format_line(out: &mut String, r: &AccessRecord, total: Duration) {
     use std::fmt::Write as _;
-    push_escaped(out, &r.client);
+    push_escaped(out, r.client.as_bytes());
     out.push_str(" \"");
-    push_escaped(out, &r.request_line);
+    push_escaped(out, r.request_line.as_bytes());
     let _ = writeln!(
         out,
-        "\" {} {} {:.3}ms queue={:.3}ms worker={} generation={}",
+        "\" {} {} {:.3}ms queue={:.3}ms worker={} generation={} request_id={}",
         r.status,
         r.bytes,
         total.as_secs_f64() * 1e3,
         r.queued.as_secs_f64() * 1e3,
         r.worker,
         r.generation,
+        String::from_utf8_lossy(&r.request_id),
     );
+}
+
+/// Apache's combined format (`%h %l %u %t "%r" %>s %b "%{Referer}i" "%{User-Agent}i"`),
+/// then Spillway's numbers as `key=value` fields, which log parsers skip or pick up.
+fn format_combined(out: &mut String, r: &AccessRecord, total: Duration, at: SystemTime) {
+    use std::fmt::Write as _;
+    push_escaped_bytes(out, &r.remote_addr, "-");
+    let _ = write!(out, " - - [{}] \"", apache_time(at));
+    push_escaped(out, r.request_line.as_bytes());
+    out.push_str("\" ");
+    let _ = write!(out, "{} ", r.status);
+    if r.bytes == 0 {
+        out.push('-');
+    } else {
+        let _ = write!(out, "{}", r.bytes);
+    }
+    out.push_str(" \"");
+    push_escaped_bytes(out, &r.referer, "-");
+    out.push_str("\" \"");
+    push_escaped_bytes(out, &r.user_agent, "-");
+    let _ = writeln!(
+        out,
+        "\" queue={:.3}ms total={:.3}ms worker={} generation={} request_id={}",
+        r.queued.as_secs_f64() * 1e3,
+        total.as_secs_f64() * 1e3,
+        r.worker,
+        r.generation,
+        String::from_utf8_lossy(&r.request_id),
+    );
+}
+
+/// One JSON object per line. Strings go through serde_json, so any client input stays
+/// valid JSON (bytes that are not UTF-8 become U+FFFD).
+fn format_json(out: &mut String, r: &AccessRecord, total: Duration, at: SystemTime) {
+    let mut parts = r.request_line.splitn(3, ' ');
+    let (method, target, protocol) = (
+        parts.next().unwrap_or_default(),
+        parts.next().unwrap_or_default(),
+        parts.next().unwrap_or_default(),
+    );
+    let lossy = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    let v = serde_json::json!({
+        "time": rfc3339(at),
+        "client": r.client,
+        "remote_addr": lossy(&r.remote_addr),
+        "method": method,
+        "target": target,
+        "protocol": protocol,
+        "status": r.status,
+        "bytes": r.bytes,
+        "duration_ms": round3(total.as_secs_f64() * 1e3),
+        "queue_ms": round3(r.queued.as_secs_f64() * 1e3),
+        "worker": r.worker,
+        "generation": r.generation,
+        "request_id": lossy(&r.request_id),
+        "referer": lossy(&r.referer),
+        "user_agent": lossy(&r.user_agent),
+    });
+    out.push_str(&v.to_string());
+    out.push('\n');
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1e3).round() / 1e3
+}
+
+/// `10/Oct/2026:13:55:36 +0000`, as Apache's `%t` writes it (in UTC).
+fn apache_time(at: SystemTime) -> String {
+    let t = time::OffsetDateTime::from(at);
+    let f = time::macros::format_description!(
+        "[day]/[month repr:short]/[year]:[hour]:[minute]:[second] +0000"
+    );
+    t.format(&f).unwrap_or_default()
+}
+
+/// `2026-10-10T13:55:36.123Z`.
+fn rfc3339(at: SystemTime) -> String {
+    let t = time::OffsetDateTime::from(at);
+    let f = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    t.format(&f).unwrap_or_default()
+}
+
+/// [`push_escaped`], or `empty` if there is nothing.
+fn push_escaped_bytes(out: &mut String, b: &[u8], empty: &str) {
+    if b.is_empty() {
+        out.push_str(empty);
+    } else {
+        push_escaped(out, b);
+    }
 }
 
 /// Appends what a client sent as Apache does: `"` and `\` backslashed, bytes outside
 /// printable ASCII as `\xhh`, so no value can end its field or start a forged line.
-fn push_escaped(out: &mut String, s: &str) {
+fn push_escaped(out: &mut String, b: &[u8]) {
     use std::fmt::Write as _;
-    for b in s.bytes() {
-        match b {
+    for &c in b {
+        match c {
             b'"' | b'\\' => {
                 out.push('\\');
-                out.push(b as char);
+                out.push(c as char);
             }
-            0x20..=0x7e => out.push(b as char),
+            0x20..=0x7e => out.push(c as char),
             _ => {
-                let _ = write!(out, "\\x{b:02x}");
+                let _ = write!(out, "\\x{c:02x}");
             }
         }
     }
@@ -185,13 +331,20 @@ mod tests {
     fn record(status: u16) -> AccessRecord {
         AccessRecord {
             client: "127.0.0.1:5000".into(),
+            remote_addr: bytes::Bytes::from_static(b"127.0.0.1"),
             request_line: "GET /x HTTP/1.1".into(),
+            request_id: bytes::Bytes::from_static(b"rid-1"),
+            referer: bytes::Bytes::new(),
+            user_agent: bytes::Bytes::from_static(b"curl/8 \"x\""),
             started: Instant::now(),
             status,
             queued: Duration::from_micros(1500),
             worker: 42,
             generation: 3,
             bytes: 12,
+            origin: crate::error::Origin::Application,
+            dispatched: None,
+            application: None,
         }
     }
 
@@ -201,7 +354,7 @@ mod tests {
         format_line(&mut s, &record(200), Duration::from_millis(2));
         assert_eq!(
             s,
-            "127.0.0.1:5000 \"GET /x HTTP/1.1\" 200 12 2.000ms queue=1.500ms worker=42 generation=3\n"
+            "127.0.0.1:5000 \"GET /x HTTP/1.1\" 200 12 2.000ms queue=1.500ms worker=42 generation=3 request_id=rid-1\n"
         );
     }
 
@@ -224,14 +377,39 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("access.log");
         let _ = std::fs::remove_file(&path);
-        let log = AccessLogger::open(&AccessLog::File(path.clone())).unwrap();
+        let log =
+            AccessLogger::open(&AccessLog::File(path.clone()), AccessLogFormat::Default).unwrap();
         for i in 0..5000 {
             log.write(record(200 + (i % 3)));
         }
         log.shutdown();
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text.lines().count(), 5000);
-        assert!(text.lines().all(|l| l.ends_with("generation=3")));
+        assert!(text
+            .lines()
+            .all(|l| l.ends_with("generation=3 request_id=rid-1")));
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn combined_and_json_lines_carry_the_numbers_and_stay_well_formed() {
+        let at = std::time::UNIX_EPOCH + Duration::from_secs(1_790_000_000);
+        let mut r = record(200);
+        r.request_line = "GET /a\"b\n HTTP/1.1".into();
+        let mut s = String::new();
+        format_combined(&mut s, &r, Duration::from_millis(2), at);
+        assert_eq!(
+            s,
+            "127.0.0.1 - - [21/Sep/2026:14:13:20 +0000] \"GET /a\\\"b\\x0a HTTP/1.1\" 200 12 \"-\" \"curl/8 \\\"x\\\"\" queue=1.500ms total=2.000ms worker=42 generation=3 request_id=rid-1\n"
+        );
+        let mut s = String::new();
+        format_json(&mut s, &r, Duration::from_millis(2), at);
+        assert_eq!(s.lines().count(), 1, "{s}");
+        let v: serde_json::Value = serde_json::from_str(&s).unwrap();
+        assert_eq!(v["target"], "/a\"b\n");
+        assert_eq!(v["request_id"], "rid-1");
+        assert_eq!(v["queue_ms"], 1.5);
+        assert_eq!(v["worker"], 42);
+        assert_eq!(v["time"], "2026-09-21T14:13:20.000Z");
     }
 }

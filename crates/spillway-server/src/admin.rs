@@ -1,7 +1,7 @@
 //! The admin endpoint (`--admin`): `/healthz` (the process answers), `/readyz` (200 only
 //! with a worker in service and not draining: what a load balancer's health check should
 //! ask), `/status` (JSON: generation, workers, queue, connections, kernel accept queues),
-//! and `POST /reload` (same as SIGHUP). Kept off the client listeners so it can be bound
+//! `/metrics` (Prometheus) and `POST /reload` (same as SIGHUP). Kept off the client listeners so it can be bound
 //! to loopback or a unix socket only.
 
 use std::convert::Infallible;
@@ -55,17 +55,22 @@ async fn handle(
             body.push('\n');
             reply(StatusCode::OK, "application/json", body)
         }
+        (&Method::GET | &Method::HEAD, "/metrics") => reply(
+            StatusCode::OK,
+            crate::metrics::CONTENT_TYPE,
+            crate::metrics::render(&state),
+        ),
         (&Method::POST, "/reload") => {
             reload.send(crate::server::Control::Reload("admin endpoint"));
             reply(StatusCode::ACCEPTED, text, "reload started\n")
         }
-        (_, "/healthz" | "/readyz" | "/status" | "/reload") => {
+        (_, "/healthz" | "/readyz" | "/status" | "/metrics" | "/reload") => {
             reply(StatusCode::METHOD_NOT_ALLOWED, text, "method not allowed\n")
         }
         _ => reply(
             StatusCode::NOT_FOUND,
             text,
-            "not found: try /healthz, /readyz, /status\n",
+            "not found: try /healthz, /readyz, /status, /metrics\n",
         ),
     })
 }

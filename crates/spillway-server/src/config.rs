@@ -11,6 +11,8 @@ use std::time::Duration;
 pub enum BindAddr {
     /// A TCP address (`127.0.0.1:8000`, `[::]:8000`).
     Tcp(SocketAddr),
+    /// A TCP address that terminates TLS (`tls:0.0.0.0:8443`).
+    Tls(SocketAddr),
     /// A Unix domain socket path (`unix:/run/app.sock`).
     Unix(PathBuf),
 }
@@ -19,9 +21,49 @@ impl std::fmt::Display for BindAddr {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             BindAddr::Tcp(a) => write!(f, "{a}"),
+            BindAddr::Tls(a) => write!(f, "tls:{a}"),
             BindAddr::Unix(p) => write!(f, "unix:{}", p.display()),
         }
     }
+}
+
+/// Whether clients must present a certificate (gunicorn's `--cert-reqs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CertReqs {
+    /// No client certificate is asked for.
+    None,
+    /// One is asked for and verified if presented.
+    Optional,
+    /// The handshake fails without a valid one.
+    Required,
+}
+
+/// TLS termination.
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first.
+    pub certfile: PathBuf,
+    /// PEM private key.
+    pub keyfile: PathBuf,
+    /// PEM CA certificates that client certificates must chain to.
+    pub ca_certs: Option<PathBuf>,
+    /// Whether client certificates are asked for, and required.
+    pub cert_reqs: CertReqs,
+    /// Every TCP listener speaks TLS (there is no `tls:` bind); else only the `tls:`
+    /// ones do.
+    pub all_tcp: bool,
+}
+
+/// Which HTTP versions listeners speak (`--http`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HttpVersions {
+    /// HTTP/1.1, and HTTP/2 by ALPN on TLS or with prior knowledge (h2c) in cleartext.
+    #[default]
+    Auto,
+    /// HTTP/1.x only.
+    Http1,
+    /// HTTP/2 only.
+    Http2,
 }
 
 /// Where access log lines go.
@@ -31,6 +73,18 @@ pub enum AccessLog {
     Stdout,
     /// Appended to a file.
     File(PathBuf),
+}
+
+/// How access log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AccessLogFormat {
+    /// `client "request" status bytes total queue= worker= generation= request_id=`.
+    #[default]
+    Default,
+    /// Apache's combined format, then Spillway's numbers as `key=value` fields.
+    Combined,
+    /// One JSON object per line.
+    Json,
 }
 
 impl std::fmt::Display for AccessLog {
@@ -102,6 +156,14 @@ pub struct ServerConfig {
     pub root_path: String,
     /// Access log destination, if any.
     pub access_log: Option<AccessLog>,
+    /// The access log's line format.
+    pub access_log_format: AccessLogFormat,
+    /// TLS termination, if any listener terminates TLS.
+    pub tls: Option<TlsConfig>,
+    /// The HTTP versions listeners speak.
+    pub http: HttpVersions,
+    /// Most concurrent streams per HTTP/2 connection.
+    pub http2_max_streams: u32,
     /// How long shutdown waits for requests in flight.
     pub graceful_timeout: Duration,
     /// How workers are started.

@@ -171,8 +171,10 @@ impl Exchange {
             generation = self.link.generation,
             "the worker {what}; the request fails and its worker is replaced"
         );
-        self.link
-            .request_retire(format!("broke the credit rules: it {what}"));
+        self.link.request_retire(
+            crate::metrics::Recycle::Protocol,
+            format!("broke the credit rules: it {what}"),
+        );
         self.link.cancel(self.stream);
         self.finished = true;
         Reply::Failed(Failure::Broken)

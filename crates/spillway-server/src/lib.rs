@@ -22,15 +22,18 @@ pub mod error;
 mod h1;
 mod link;
 mod listener;
+mod metrics;
 mod monitor;
 mod pool;
 pub mod proxy_protocol;
 mod request;
+mod request_id;
 mod server;
 mod spawn;
 mod state;
 mod supervisor;
 pub mod systemd;
+mod tls;
 pub mod trusted;
 
 /// The HTTP/1.1 parsers, for the cargo-fuzz targets in `fuzz/`; not an API.
@@ -92,10 +95,14 @@ pub mod fuzzing {
     }
 }
 
-pub use config::{AccessLog, BindAddr, ServerConfig, StateNotifier, Threads, WorkerCommand};
+pub use config::{
+    AccessLog, AccessLogFormat, BindAddr, CertReqs, HttpVersions, ServerConfig, StateNotifier,
+    Threads, TlsConfig, WorkerCommand,
+};
 pub use devreload::roots_for as reload_roots;
 pub use listener::somaxconn;
 pub use server::{controller, serve, serve_with, Control, Controller, Controls};
+pub use tls::TlsError;
 
 /// Why the server stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -121,6 +128,9 @@ pub enum ServerError {
     /// The pid file could not be written.
     #[error("cannot write the pid file {0}: {1}")]
     PidFile(String, std::io::Error),
+    /// TLS could not be set up.
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsError),
     /// Signal handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),

@@ -42,7 +42,7 @@ pub fn bind(addr: &BindAddr, backlog: u32) -> io::Result<(Listener, String)> {
     }
     let backlog_i = i32::try_from(backlog).unwrap_or(i32::MAX);
     match addr {
-        BindAddr::Tcp(sa) => {
+        BindAddr::Tcp(sa) | BindAddr::Tls(sa) => {
             let socket = Socket::new(Domain::for_address(*sa), Type::STREAM, None)?;
             socket.set_reuse_address(true)?;
             if sa.is_ipv6() {

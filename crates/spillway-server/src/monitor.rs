@@ -71,6 +71,7 @@ struct Monitor {
     sup: Arc<Supervisor>,
     policy: MonitorPolicy,
     observed: Arc<Observed>,
+    metrics: Arc<crate::metrics::Metrics>,
     last_at: Instant,
     last_counters: Option<(u64, u64)>,
     last_completed: u64,
@@ -119,6 +120,7 @@ pub(crate) async fn run(
     sup: Arc<Supervisor>,
     policy: MonitorPolicy,
     observed: Arc<Observed>,
+    metrics: Arc<crate::metrics::Metrics>,
 ) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -130,6 +132,7 @@ pub(crate) async fn run(
         sup,
         policy,
         observed,
+        metrics,
         last_at: Instant::now(),
         last_counters: tcp_ext_pair(),
         last_refused: (0, 0),
@@ -179,6 +182,12 @@ impl Monitor {
             _ => (0, 0),
         };
         self.last_counters = counters.or(self.last_counters);
+        self.metrics
+            .listen_overflows
+            .fetch_add(delta.0, Ordering::Relaxed);
+        self.metrics
+            .listen_drops
+            .fetch_add(delta.1, Ordering::Relaxed);
         let ours: Vec<String> = samples
             .iter()
             .filter_map(|s| {
@@ -239,20 +248,26 @@ impl Monitor {
             if let Some(limit) = self.policy.max_worker_memory {
                 if let Some(rss) = rss_bytes(w.pid) {
                     if rss > limit {
-                        w.request_retire(format!(
-                            "resident memory {} MiB above max-worker-memory {} MiB",
-                            rss >> 20,
-                            limit >> 20
-                        ));
+                        w.request_retire(
+                            crate::metrics::Recycle::Memory,
+                            format!(
+                                "resident memory {} MiB above max-worker-memory {} MiB",
+                                rss >> 20,
+                                limit >> 20
+                            ),
+                        );
                     }
                 }
             }
             let (stuck, oldest) = w.stuck();
             if stuck > 0 && oldest > self.policy.graceful_timeout {
-                w.request_retire(format!(
-                    "{stuck} thread(s) stuck past the request timeout for {} s",
-                    oldest.as_secs()
-                ));
+                w.request_retire(
+                    crate::metrics::Recycle::Stuck,
+                    format!(
+                        "{stuck} thread(s) stuck past the request timeout for {} s",
+                        oldest.as_secs()
+                    ),
+                );
             }
         }
     }

@@ -37,6 +37,8 @@ pub(crate) struct Peer {
     pub server_port: Bytes,
     /// `addr:port` for logs.
     pub label: String,
+    /// What the TLS handshake established, on a TLS listener.
+    pub tls: Option<std::sync::Arc<crate::tls::TlsSession>>,
 }
 
 /// What the configuration says about building heads.
@@ -50,6 +52,35 @@ pub(crate) struct RequestPolicy {
     pub forwarded_allow_ips: TrustedProxies,
 }
 
+const REQUEST_ID_KEY: &[u8] = b"HTTP_X_REQUEST_ID";
+
+/// mod_ssl's variables for a TLS connection (the keys are never `HTTP_*`, so no header
+/// can set them).
+fn tls_environ(tls: &crate::tls::TlsSession, headers: &mut Vec<(Bytes, Bytes)>) {
+    let mut put = |k: &'static [u8], v: &[u8]| {
+        headers.push((Bytes::from_static(k), Bytes::copy_from_slice(v)));
+    };
+    put(b"HTTPS", b"on");
+    put(b"SSL_PROTOCOL", tls.protocol.as_bytes());
+    put(b"SSL_CIPHER", tls.cipher.as_bytes());
+    match (&tls.client_s_dn, &tls.client_i_dn) {
+        (Some(s), Some(i)) => {
+            put(b"SSL_CLIENT_VERIFY", b"SUCCESS");
+            put(b"SSL_CLIENT_S_DN", s.as_bytes());
+            put(b"SSL_CLIENT_I_DN", i.as_bytes());
+        }
+        _ => put(b"SSL_CLIENT_VERIFY", b"NONE"),
+    }
+}
+
+/// The request id `build_head` gave a head.
+pub(crate) fn request_id_of(head: &RequestHead) -> Bytes {
+    match head.headers.last() {
+        Some((k, v)) if k.as_ref() == REQUEST_ID_KEY => v.clone(),
+        _ => Bytes::new(),
+    }
+}
+
 /// Builds the frame head for a request, or the answer that refuses it.
 pub(crate) fn build_head(
     view: &HeadView<'_>,
@@ -60,7 +91,24 @@ pub(crate) fn build_head(
     let headers = environ_headers(view.headers, policy.limit_request_field_size)?;
     let mut headers = check_host(headers, view.version, target.authority)?;
     let (script_name, path_info) = split_root(target.path, &policy.root_path);
-    let (remote_addr, remote_port, scheme) = client_of(view.headers, peer, policy);
+    let (remote_addr, remote_port, mut scheme) = client_of(view.headers, peer, policy);
+    if let Some(tls) = &peer.tls {
+        scheme = Scheme::Https;
+        tls_environ(tls, &mut headers);
+    }
+    let offered = view
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("x-request-id"))
+        .map(|h| h.value);
+    let trusted = peer
+        .ip
+        .is_some_and(|ip| policy.forwarded_allow_ips.contains(ip));
+    // Last, where `request_id_of` finds it.
+    headers.push((
+        Bytes::from_static(REQUEST_ID_KEY),
+        crate::request_id::choose(offered, trusted),
+    ));
     headers.shrink_to_fit();
     Ok(RequestHead {
         method: Bytes::copy_from_slice(view.method.as_bytes()),
@@ -365,6 +413,10 @@ fn environ_key(name: &str) -> Option<Bytes> {
     if name.contains('_') || name.eq_ignore_ascii_case("proxy") {
         return None;
     }
+    // Set by `build_head`: the trusted peer's, or a new one.
+    if name.eq_ignore_ascii_case("x-request-id") {
+        return None;
+    }
     const FIXED: [(&str, &[u8]); 13] = [
         ("host", b"HTTP_HOST"),
         ("content-type", b"CONTENT_TYPE"),
@@ -407,6 +459,7 @@ mod tests {
             server_name: Bytes::from_static(b"127.0.0.1"),
             server_port: Bytes::from_static(b"8000"),
             label: "10.0.0.9:40000".into(),
+            tls: None,
         }
     }
 

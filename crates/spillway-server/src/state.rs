@@ -17,6 +17,8 @@ pub(crate) struct ServerState {
     pub connections: Arc<crate::accept::ConnCount>,
     /// Shutting down: readiness and the agent-check say so, serving continues.
     pub draining: AtomicBool,
+    /// Counters for `/metrics`.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl ServerState {

@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, watch};
 use crate::config::{ServerConfig, WorkerCommand};
 use crate::dispatch::Workers;
 use crate::link::WorkerLink;
+use crate::metrics::{DeathCause, Metrics};
 use crate::spawn::{self, describe_exit, StartError};
 
 /// What the supervisor reports to the server's main task.
@@ -42,11 +43,38 @@ pub(crate) enum ReloadError {
     ShuttingDown,
 }
 
+/// How a worker process ended.
+#[derive(Debug, Clone)]
+struct Exit {
+    /// `exit code N` or `killed by signal N`, and any protocol error.
+    status: String,
+    cause: DeathCause,
+}
+
+impl Default for Exit {
+    fn default() -> Exit {
+        Exit {
+            status: String::new(),
+            cause: DeathCause::Exit,
+        }
+    }
+}
+
+/// Why a process that ended with `status` died, had it not been asked to.
+fn death_cause(status: std::process::ExitStatus) -> DeathCause {
+    use std::os::unix::process::ExitStatusExt;
+    match status.signal() {
+        Some(libc::SIGKILL) => DeathCause::Killed,
+        Some(_) => DeathCause::Crash,
+        None => DeathCause::Exit,
+    }
+}
+
 /// A worker that passed its handshake, with a way to learn that its process exited.
 pub(crate) struct Running {
     link: Arc<WorkerLink>,
-    /// Becomes `Some(description)` when the process has exited.
-    exited: watch::Receiver<Option<String>>,
+    /// Becomes `Some` when the process has exited.
+    exited: watch::Receiver<Option<Exit>>,
 }
 
 /// Worker-lifecycle settings taken from the server configuration.
@@ -90,6 +118,7 @@ pub(crate) struct Supervisor {
     links: Mutex<HashMap<u64, Arc<WorkerLink>>>,
     deaths: Mutex<VecDeque<Instant>>,
     events: mpsc::UnboundedSender<SlotEvent>,
+    metrics: Arc<Metrics>,
 }
 
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
@@ -110,8 +139,10 @@ impl Supervisor {
         policy: Policy,
         workers: usize,
         events: mpsc::UnboundedSender<SlotEvent>,
+        metrics: Arc<Metrics>,
     ) -> Arc<Supervisor> {
         Arc::new(Supervisor {
+            metrics,
             pool,
             policy,
             workers,
@@ -176,6 +207,7 @@ impl Supervisor {
             reader,
             threads,
         } = started;
+        self.metrics.worker_starts.fetch_add(1, Ordering::Relaxed);
         tracing::info!(
             worker = link.pid,
             generation = link.generation,
@@ -204,6 +236,7 @@ impl Supervisor {
             // Out of the pool before its requests fail, so that nothing picks it and its
             // claims free nothing.
             reader.fail(|| pool.remove(id));
+            let exited_first = exited.is_some();
             let status = match exited {
                 Some(status) => status,
                 None => {
@@ -213,12 +246,17 @@ impl Supervisor {
                     child.wait().await
                 }
             };
+            let cause = match (&exited_first, &error, &status) {
+                (false, _, _) | (_, Some(_), _) => DeathCause::Protocol,
+                (_, _, Ok(st)) => death_cause(*st),
+                (_, _, Err(_)) => DeathCause::Exit,
+            };
             let status = status.map_or_else(|e| e.to_string(), describe_exit);
             let status = match error {
                 Some(e) => format!("{status}; {e}"),
                 None => status,
             };
-            let _ = tx.send(Some(status));
+            let _ = tx.send(Some(Exit { status, cause }));
         });
         Ok(Running { link, exited: rx })
     }
@@ -309,13 +347,14 @@ impl Supervisor {
             let link = running.link.clone();
             let mut exited = running.exited.clone();
             tokio::select! {
-                status = async { exited.wait_for(|s| s.is_some()).await.map(|s| s.clone().unwrap_or_default()) } => {
-                    let status = status.unwrap_or_default();
+                exit = async { exited.wait_for(|s| s.is_some()).await.map(|s| s.clone().unwrap_or_default()) } => {
+                    let Exit { status, cause } = exit.unwrap_or_default();
                     lock(&self.links).remove(&link.id);
                     if self.stopping() {
                         tracing::info!(worker = link.pid, generation = link.generation, status = %status, "worker exited");
                         return;
                     }
+                    self.metrics.worker_died(cause);
                     tracing::warn!(
                         worker = link.pid,
                         generation = link.generation,
@@ -330,7 +369,8 @@ impl Supervisor {
                     }
                     self.died_then_wait(slot, &mut backoff).await;
                 }
-                reason = link.retired() => {
+                (why, reason) = link.retired() => {
+                    self.metrics.recycled(why);
                     current = self.replace(slot, running, &reason, &mut backoff).await;
                 }
                 Some(next) = adopt.recv() => current = Some(self.take_over(running, next)),
@@ -411,6 +451,7 @@ impl Supervisor {
         if self.stopping() {
             failure = Some(ReloadError::ShuttingDown);
         }
+        self.metrics.reloaded(failure.is_none());
         if let Some(reason) = failure {
             for r in ready {
                 r.link.shutdown();
@@ -519,7 +560,7 @@ impl Supervisor {
         }
         self.pool.remove(id);
         lock(&self.links).remove(&id);
-        let status = old.exited.borrow().clone().unwrap_or_default();
+        let status = old.exited.borrow().clone().unwrap_or_default().status;
         tracing::info!(worker = link.pid, generation = link.generation, served = link.served(), status = %status, "replaced worker exited");
     }
 

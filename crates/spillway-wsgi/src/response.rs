@@ -262,7 +262,7 @@ fn serve_request(py: Python<'_>, ctx: &Ctx, job: Job) {
     ) {
         Ok(r) => r,
         Err(e) => {
-            log_app_error(py, ctx, &head.method, &head.path_info, &e);
+            log_app_error(py, ctx, &head, &e);
             fail_before_head(py, ctx, id);
             return;
         }
@@ -277,7 +277,7 @@ fn serve_request(py: Python<'_>, ctx: &Ctx, job: Job) {
         Outcome::Done => match out.status {
             Some(status) if !out.head_sent => {
                 if let Err(e) = out.encode_head(status) {
-                    log_app_error(py, ctx, &head.method, &head.path_info, &e);
+                    log_app_error(py, ctx, &head, &e);
                     out.pending.clear();
                     encode_500(id, &mut out.pending);
                 }
@@ -287,14 +287,14 @@ fn serve_request(py: Python<'_>, ctx: &Ctx, job: Job) {
                 let e = PyAssertionError::new_err(
                     "the application returned without calling start_response()",
                 );
-                log_app_error(py, ctx, &head.method, &head.path_info, &e);
+                log_app_error(py, ctx, &head, &e);
                 out.pending.clear();
                 encode_500(id, &mut out.pending);
             }
         },
         Outcome::Cancelled => out.pending.clear(),
         Outcome::Failed(e) => {
-            log_app_error(py, ctx, &head.method, &head.path_info, &e);
+            log_app_error(py, ctx, &head, &e);
             if out.head_sent {
                 // Part of the response is on its way: the only honest signal left is to
                 // cut the connection, so the client cannot take it as complete.
@@ -382,12 +382,12 @@ fn call_app(
     };
     match (iterated, closed) {
         (Err(e), Err(close_err)) => {
-            log_app_error(py, ctx, &head.method, &head.path_info, &close_err);
+            log_app_error(py, ctx, head, &close_err);
             Ok(Outcome::Failed(e))
         }
         (Err(e), Ok(())) | (Ok(Outcome::Done), Err(e)) => Ok(Outcome::Failed(e)),
         (Ok(o), Err(close_err)) => {
-            log_app_error(py, ctx, &head.method, &head.path_info, &close_err);
+            log_app_error(py, ctx, head, &close_err);
             Ok(o)
         }
         (Ok(o), Ok(())) => Ok(o),
@@ -436,7 +436,18 @@ fn leave_if_forked(ctx: &Ctx) {
 /// client that went away or broke its body, or an interruption at `--timeout`, in one
 /// line. The request's fields are escaped: the path is the client's, and a newline in it
 /// must not start a forged line.
-pub(crate) fn log_app_error(py: Python<'_>, ctx: &Ctx, method: &[u8], path: &[u8], e: &PyErr) {
+pub(crate) fn log_app_error(
+    py: Python<'_>,
+    ctx: &Ctx,
+    head: &spillway_proto::RequestHead,
+    e: &PyErr,
+) {
+    let (method, path) = (&head.method[..], &head.path_info[..]);
+    // The front puts the request id last.
+    let request_id = match head.headers.last() {
+        Some((k, v)) if k.as_ref() == b"HTTP_X_REQUEST_ID" => escape(v),
+        _ => String::new(),
+    };
     match crate::abort::cause(py, e) {
         crate::abort::Cause::Application => {}
         crate::abort::Cause::Client => {
@@ -445,6 +456,7 @@ pub(crate) fn log_app_error(py: Python<'_>, ctx: &Ctx, method: &[u8], path: &[u8
                     worker = ctx.pid,
                     method = %escape(method),
                     path = %escape(path),
+                    request_id = %request_id,
                     "the client went away or broke its request body while the application read it (logged at most once a second)"
                 );
             }
@@ -455,6 +467,7 @@ pub(crate) fn log_app_error(py: Python<'_>, ctx: &Ctx, method: &[u8], path: &[u8
                 worker = ctx.pid,
                 method = %escape(method),
                 path = %escape(path),
+                request_id = %request_id,
                 "request interrupted: it ran past --timeout (the client got 504); its thread is free again"
             );
             return;
@@ -463,10 +476,11 @@ pub(crate) fn log_app_error(py: Python<'_>, ctx: &Ctx, method: &[u8], path: &[u8
     let text = crate::traceback(py, ctx.format_exception.bind(py), e);
     // The fields go in the first line (the one operators grep); the traceback follows.
     tracing::error!(
-        "application error worker={} method={} path={}{}",
+        "application error worker={} method={} path={} request_id={}{}",
         ctx.pid,
         escape(method),
         escape(path),
+        request_id,
         crate::errors::indent_traceback(&text),
     );
 }

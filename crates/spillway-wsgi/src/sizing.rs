@@ -12,7 +12,8 @@
 //!   time: the next request would wait in I/O too, not compete for the GIL), or no
 //!   request has finished for `GROW_WAIT` (every thread is held by a slow one while fast
 //!   ones wait behind them); and the GIL is mostly free (taking it costs under
-//!   `GIL_WAIT_GROW_MAX` on average), the host is not saturated (`HOST_BUSY_MAX`), and
+//!   `GIL_WAIT_GROW_MAX` on average, and the process uses under `CPU_GROW_MAX` of a
+//!   core), the host is not saturated (`HOST_BUSY_MAX`), and
 //!   the front takes responses as fast as they come (threads blocked writing to a full
 //!   socket look idle, but more of them would only queue more responses). Growth is by half the current count, at most once per
 //!   `GROW_INTERVAL`, so a worker reaches a hundred threads in a few hundred milliseconds
@@ -51,6 +52,11 @@ const GIL_WAIT_GROW_MAX: Duration = Duration::from_micros(500);
 const GIL_WAIT_MAX: Duration = Duration::from_millis(2);
 /// Contention is only acted on while the GIL holder does real work.
 const CPU_CONTENDED_MIN: f64 = 0.5;
+/// Growth stops once the process uses this much of a core: Python code runs one thread at
+/// a time, so the GIL is then the bottleneck. Threads waiting for the GIL inside the
+/// interpreter are off the CPU too and would read as blocked in I/O; this keeps a
+/// CPU-bound application from growing on that.
+const CPU_GROW_MAX: f64 = 0.75;
 
 /// The bounds an operator set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -186,6 +192,9 @@ impl Sizing {
             && s.gil_wait < GIL_WAIT_GROW_MAX
             && (s.io_share.unwrap_or(1.0) >= IO_SHARE_GROW_MIN || s.since_done >= GROW_WAIT)
             && s.host_busy < HOST_BUSY_MAX
+            // Past a core, a second thread still lets short requests take turns with a
+            // long CPU-bound one; more than that only adds GIL contention.
+            && (s.cpu < CPU_GROW_MAX || (self.target < 2 && s.since_done >= GROW_WAIT))
             && self.target < self.limits.max
             && since >= GROW_INTERVAL
         {
@@ -340,6 +349,11 @@ mod tests {
         let mut busy_host = sample(now, 1, 50, 0.3);
         busy_host.host_busy = 0.95;
         assert_eq!(s.decide(&busy_host), None, "no CPU left on the host");
+        // Threads waiting for the GIL inside the interpreter look blocked; a process at
+        // most of a core says otherwise.
+        let mut gil_bound = sample(now, 1, 50, 0.3);
+        gil_bound.cpu = 0.9;
+        assert_eq!(s.decide(&gil_bound), None, "the GIL is the bottleneck");
         assert_eq!(
             s.decide(&sample(now, 0, 50, 0.1)),
             None,
@@ -349,7 +363,15 @@ mod tests {
         stalled.since_done = Duration::from_millis(30);
         assert!(
             s.decide(&stalled).is_some(),
-            "held by a slow request: grow, CPU-bound or not"
+            "held by a slow request: a second thread, CPU-bound or not"
+        );
+        let later = now + Duration::from_secs(1);
+        let mut stalled = sample(later, 2, 50, 0.9);
+        stalled.since_done = Duration::from_millis(30);
+        assert_eq!(
+            s.decide(&stalled),
+            None,
+            "two threads already take turns at the GIL"
         );
         assert_eq!(
             s.decide(&sample(now, 1, 1, 0.1)),

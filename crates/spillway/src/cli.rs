@@ -33,6 +33,11 @@ pub mod defaults {
     pub const LIMIT_REQUEST_FIELD_SIZE: u32 = 8190;
     pub const FRONT_THREADS: u16 = 1;
     pub const LOG_LEVEL: &str = "info";
+    pub const LOG_FORMAT: &str = "text";
+    pub const CERT_REQS: &str = "none";
+    pub const HTTP: &str = "auto";
+    pub const HTTP2_MAX_STREAMS: u32 = 100;
+    pub const ACCESS_LOG_FORMAT: &str = "default";
 }
 
 /// The longest header field a frame can carry (a header name is u16-prefixed).
@@ -87,8 +92,9 @@ pub struct ServeArgs {
     #[arg(short = 'c', long, value_name = "FILE", env = "SPILLWAY_CONFIG")]
     pub config: Option<PathBuf>,
 
-    /// Address to listen on: HOST:PORT, [::]:PORT (IPv6 only), :PORT (all IPv4) or
-    /// unix:/path. Repeatable.
+    /// Address to listen on: HOST:PORT, [::]:PORT (IPv6 only), :PORT (all IPv4),
+    /// unix:/path, or tls:HOST:PORT for a TLS listener (with --certfile; without any
+    /// tls: listener, --certfile makes every TCP listener TLS). Repeatable.
     #[arg(short = 'b', long, value_name = "ADDR", env = "SPILLWAY_BIND",
           value_delimiter = ',', default_value = defaults::BIND)]
     pub bind: Vec<String>,
@@ -224,6 +230,39 @@ pub struct ServeArgs {
     #[arg(long, value_name = "FILE", env = "SPILLWAY_PID_FILE")]
     pub pid_file: Option<PathBuf>,
 
+    /// PEM certificate chain (leaf first) for TLS listeners; re-read on reload (SIGHUP),
+    /// and kept if the new one does not load. [default: no TLS]
+    #[arg(long, value_name = "FILE", env = "SPILLWAY_CERTFILE")]
+    pub certfile: Option<PathBuf>,
+
+    /// PEM private key of --certfile. [default: none]
+    #[arg(long, value_name = "FILE", env = "SPILLWAY_KEYFILE")]
+    pub keyfile: Option<PathBuf>,
+
+    /// PEM CA certificates that client certificates must chain to (with --cert-reqs).
+    /// [default: none]
+    #[arg(long, value_name = "FILE", env = "SPILLWAY_CA_CERTS")]
+    pub ca_certs: Option<PathBuf>,
+
+    /// Client certificates: none, optional (verified if presented) or required (0, 1, 2
+    /// as gunicorn's). The verified subject reaches the application as SSL_CLIENT_S_DN.
+    #[arg(long, value_name = "REQS", env = "SPILLWAY_CERT_REQS", default_value = defaults::CERT_REQS,
+          ignore_case = true,
+          value_parser = clap::builder::PossibleValuesParser::new(["none", "optional", "required", "0", "1", "2"]))]
+    pub cert_reqs: String,
+
+    /// HTTP versions: auto (HTTP/1.1, and HTTP/2 by ALPN on TLS or with prior knowledge
+    /// in cleartext), 1 (HTTP/1.x only) or 2 (HTTP/2 only).
+    #[arg(long, value_name = "VERSIONS", env = "SPILLWAY_HTTP", default_value = defaults::HTTP,
+          ignore_case = true,
+          value_parser = clap::builder::PossibleValuesParser::new(["auto", "1", "2"]))]
+    pub http: String,
+
+    /// Most concurrent streams per HTTP/2 connection; more are refused by the protocol.
+    #[arg(long, value_name = "N", env = "SPILLWAY_HTTP2_MAX_STREAMS", default_value_t = defaults::HTTP2_MAX_STREAMS,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub http2_max_streams: u32,
+
     /// Expect a PROXY protocol (v1 or v2) header on every client connection, as HAProxy's
     /// `send-proxy-v2` sends it; the client address in it becomes REMOTE_ADDR. Only peers
     /// in --forwarded-allow-ips may connect. [default: off]
@@ -288,6 +327,14 @@ pub struct ServeArgs {
     #[arg(long, value_name = "FILE|-", env = "SPILLWAY_ACCESS_LOG")]
     pub access_log: Option<String>,
 
+    /// Access log line format: default (client, request, status, bytes, times, worker,
+    /// generation, request id), combined (Apache's, then the same numbers as key=value),
+    /// or json (one object per line).
+    #[arg(long, value_name = "FORMAT", env = "SPILLWAY_ACCESS_LOG_FORMAT",
+          default_value = defaults::ACCESS_LOG_FORMAT, ignore_case = true,
+          value_parser = clap::builder::PossibleValuesParser::new(["default", "combined", "json"]))]
+    pub access_log_format: String,
+
     /// Event-loop threads in the front process. 1 is fastest up to a few cores: the front
     /// does little per request and cross-thread wake-ups cost more than they bring.
     #[arg(long, value_name = "N", env = "SPILLWAY_FRONT_THREADS", default_value_t = defaults::FRONT_THREADS,
@@ -299,6 +346,13 @@ pub struct ServeArgs {
           ignore_case = true,
           value_parser = clap::builder::PossibleValuesParser::new(["error", "warn", "info", "debug", "trace"]))]
     pub log_level: String,
+
+    /// Format of Spillway's own log (standard error): text, or json (one object per
+    /// event, for log shippers). Workers log the same way.
+    #[arg(long, value_name = "FORMAT", env = "SPILLWAY_LOG_FORMAT", default_value = defaults::LOG_FORMAT,
+          ignore_case = true,
+          value_parser = clap::builder::PossibleValuesParser::new(["text", "json"]))]
+    pub log_format: String,
 }
 
 /// Arguments of `spillway reload`.
@@ -342,6 +396,9 @@ pub struct WorkerArgs {
     /// Log level.
     #[arg(long, default_value = "info")]
     pub log_level: String,
+    /// Log format.
+    #[arg(long, default_value = "text")]
+    pub log_format: String,
 }
 
 /// Parses a size in bytes: digits with an optional K, M or G suffix (powers of 1024).

@@ -12,14 +12,22 @@ use tracing_subscriber::EnvFilter;
 
 use cli::Command;
 
-fn init_logging(level: &str) {
+fn init_logging(level: &str, format: &str) {
     let filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_target(false)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        .with_target(false);
+    if format.eq_ignore_ascii_case("json") {
+        // One object per event, its fields at the top level beside `message`: what log
+        // shippers (Vector, Fluent Bit, Loki's promtail) index without a parser.
+        fmt.json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init();
+    } else {
+        fmt.with_ansi(std::io::stderr().is_terminal()).init();
+    }
 }
 
 /// A clap error as one line; a bad value that came from `SPILLWAY_*` names that variable.
@@ -116,7 +124,7 @@ fn serve(args: cli::ServeArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let settings = settings::resolve(args)?;
-    init_logging(&settings.log_level);
+    init_logging(&settings.log_level, &settings.log_format);
     let mut cfg = settings.server;
     let activated = spillway_server::systemd::listen_fds().context("socket activation")?;
     let notifier = spillway_server::systemd::Notifier::from_env().context("NOTIFY_SOCKET")?;
@@ -157,7 +165,7 @@ fn serve(args: cli::ServeArgs) -> anyhow::Result<ExitCode> {
 #[cfg(feature = "python")]
 fn run_worker(args: cli::WorkerArgs) -> anyhow::Result<ExitCode> {
     use std::os::fd::{FromRawFd, OwnedFd};
-    init_logging(&args.log_level);
+    init_logging(&args.log_level, &args.log_format);
     if args.fd != 3 {
         anyhow::bail!("__worker: --fd must be 3 (the front passes the socket there)");
     }

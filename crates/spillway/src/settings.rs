@@ -208,6 +208,8 @@ pub struct Settings {
     pub server: ServerConfig,
     /// Log level name.
     pub log_level: String,
+    /// `text` or `json`.
+    pub log_format: String,
     /// Event-loop threads of the front.
     pub front_threads: usize,
 }
@@ -247,6 +249,68 @@ fn parse_bind(key: &str, s: &str) -> Result<Vec<BindAddr>, SettingsError> {
     }
 }
 
+/// TLS from --certfile, --keyfile, --ca-certs, --cert-reqs and the `tls:` binds.
+fn tls_config(
+    args: &ServeArgs,
+    any_tls_bind: bool,
+) -> Result<Option<spillway_server::TlsConfig>, SettingsError> {
+    use spillway_server::CertReqs;
+    let cert_reqs = match args.cert_reqs.to_ascii_lowercase().as_str() {
+        "optional" | "1" => CertReqs::Optional,
+        "required" | "2" => CertReqs::Required,
+        _ => CertReqs::None,
+    };
+    let (certfile, keyfile) = match (&args.certfile, &args.keyfile) {
+        (None, None) => {
+            if any_tls_bind {
+                return Err(bad(
+                    "--bind",
+                    "a tls: listener needs --certfile and --keyfile",
+                ));
+            }
+            if args.ca_certs.is_some() || cert_reqs != CertReqs::None {
+                return Err(bad(
+                    "--ca-certs",
+                    "client certificates need TLS: give --certfile and --keyfile",
+                ));
+            }
+            return Ok(None);
+        }
+        (Some(c), Some(k)) => (c.clone(), k.clone()),
+        (Some(_), None) => return Err(bad("--keyfile", "missing: --certfile needs its key")),
+        (None, Some(_)) => {
+            return Err(bad(
+                "--certfile",
+                "missing: --keyfile needs its certificate",
+            ))
+        }
+    };
+    if cert_reqs != CertReqs::None && args.ca_certs.is_none() {
+        return Err(bad(
+            "--cert-reqs",
+            "optional and required need --ca-certs, the CAs client certificates chain to",
+        ));
+    }
+    for (key, p) in [
+        ("--certfile", Some(&certfile)),
+        ("--keyfile", Some(&keyfile)),
+        ("--ca-certs", args.ca_certs.as_ref()),
+    ] {
+        if let Some(p) = p {
+            if let Err(e) = std::fs::metadata(p) {
+                return Err(bad(key, format!("{}: {e}", p.display())));
+            }
+        }
+    }
+    Ok(Some(spillway_server::TlsConfig {
+        certfile,
+        keyfile,
+        ca_certs: args.ca_certs.clone(),
+        cert_reqs,
+        all_tcp: !any_tls_bind,
+    }))
+}
+
 fn existing_dir(key: &str, p: &Path) -> Result<PathBuf, SettingsError> {
     match std::fs::canonicalize(p) {
         Ok(c) if c.is_dir() => Ok(c),
@@ -272,12 +336,27 @@ pub fn resolve(args: ServeArgs) -> Result<Settings, SettingsError> {
     }
     let mut binds = Vec::new();
     for b in &args.bind {
+        let (b, tls) = match b.strip_prefix("tls:") {
+            Some(rest) => (rest, true),
+            None => (b.as_str(), false),
+        };
         for a in parse_bind("--bind", b)? {
-            if !binds.contains(&a) {
+            let a = match (a, tls) {
+                (BindAddr::Tcp(sa), true) => BindAddr::Tls(sa),
+                (BindAddr::Unix(_), true) => {
+                    return Err(bad("--bind", format!("'tls:{b}': TLS listeners are TCP")))
+                }
+                (a, _) => a,
+            };
+            // The same address twice is one listener; port 0 asks for a new one each time.
+            let ephemeral = matches!(a, BindAddr::Tcp(sa) | BindAddr::Tls(sa) if sa.port() == 0);
+            if ephemeral || !binds.contains(&a) {
                 binds.push(a);
             }
         }
     }
+    let any_tls_bind = binds.iter().any(|b| matches!(b, BindAddr::Tls(_)));
+    let tls = tls_config(&args, any_tls_bind)?;
     let workers = match args.workers {
         Some(w) => w as usize,
         None => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -316,6 +395,18 @@ pub fn resolve(args: ServeArgs) -> Result<Settings, SettingsError> {
         limit_request_fields: args.limit_request_fields as usize,
         limit_request_field_size: args.limit_request_field_size as usize,
         root_path: root_path(args.root_path.as_deref())?,
+        tls,
+        http: match args.http.to_ascii_lowercase().as_str() {
+            "1" => spillway_server::HttpVersions::Http1,
+            "2" => spillway_server::HttpVersions::Http2,
+            _ => spillway_server::HttpVersions::Auto,
+        },
+        http2_max_streams: args.http2_max_streams,
+        access_log_format: match args.access_log_format.to_ascii_lowercase().as_str() {
+            "combined" => spillway_server::AccessLogFormat::Combined,
+            "json" => spillway_server::AccessLogFormat::Json,
+            _ => spillway_server::AccessLogFormat::Default,
+        },
         access_log: match args.access_log.as_deref() {
             None | Some("") => None,
             Some("-") => Some(AccessLog::Stdout),
@@ -354,6 +445,7 @@ pub fn resolve(args: ServeArgs) -> Result<Settings, SettingsError> {
     Ok(Settings {
         server,
         log_level,
+        log_format: args.log_format.to_ascii_lowercase(),
         front_threads: args.front_threads as usize,
     })
 }
@@ -452,6 +544,8 @@ fn worker_command(
         args.thread_idle_timeout.to_string().into(),
         "--log-level".into(),
         log_level.into(),
+        "--log-format".into(),
+        args.log_format.to_ascii_lowercase().into(),
     ];
     if let Some(n) = args.threads {
         wargs.push("--threads".into());

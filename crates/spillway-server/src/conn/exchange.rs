@@ -11,7 +11,7 @@ use super::buffer::Buffered;
 use super::{client_body_error, read_more, Conn, PEEK_LIMIT};
 use crate::access_log::AccessRecord;
 use crate::dispatch::{Exchange, Failure, Reply};
-use crate::error::Answer;
+use crate::error::{Answer, Origin};
 use crate::h1::body::{BodyDecoder, Piece};
 use crate::h1::response::{self, BodyFraming, Reply as ReplyTo};
 
@@ -58,6 +58,9 @@ struct State<'a> {
     response: Response,
     record: Option<AccessRecord>,
     status: u16,
+    /// Whose doing the status is: the application's, unless the front answered.
+    origin: Origin,
+    request_id: bytes::Bytes,
     bytes: u64,
     /// When the response must start (or the next body piece arrive) by.
     deadline: Instant,
@@ -73,6 +76,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         body: Body<'_>,
         reply: ReplyTo,
         record: Option<AccessRecord>,
+        request_id: bytes::Bytes,
     ) -> bool {
         let body_ended = body.decoder.is_done() && body.buffered.is_none();
         let mut st = State {
@@ -86,18 +90,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             response: Response::Waiting,
             record,
             status: 0,
+            origin: Origin::Application,
+            request_id,
             bytes: 0,
             deadline: Instant::now() + self.front.cfg.timeout,
             body_deadline: None,
         };
         let keep = self.exchange_loop(&mut st).await;
-        if let (Some(log), Some(mut r)) = (&self.front.access_log, st.record.take()) {
+        if let Some(mut r) = st.record.take() {
             let w = st.ex.worker();
             r.status = st.status;
+            r.origin = st.origin;
             r.bytes = st.bytes;
             r.worker = w.pid;
             r.generation = w.generation;
-            log.write(r);
+            self.front.finish(r);
         }
         keep
     }
@@ -257,9 +264,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                     &head.headers,
                     &st.reply,
                     &self.front.keep_alive_value,
+                    &st.request_id,
                     &mut self.wbuf,
                 );
                 st.status = h.status;
+                if let Some(r) = st.record.as_mut() {
+                    r.application = r.dispatched.map(|d| d.elapsed());
+                }
                 st.response = Response::Streaming {
                     framing: h.framing,
                     close: h.close,
@@ -345,7 +356,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             Response::Waiting => {
                 if f == Failure::WorkerLost {
                     let w = st.ex.worker();
-                    tracing::warn!(client = %self.peer.label, worker = w.pid, generation = w.generation, origin = %Answer::WorkerLost.origin(), "worker died before answering; 502");
+                    tracing::warn!(client = %self.peer.label, worker = w.pid, generation = w.generation, origin = %Answer::WorkerLost.origin(), request_id = %String::from_utf8_lossy(&st.request_id), "worker died before answering; 502");
                 }
                 st.status = f.answer().status();
                 Flow::Done(self.answer_in_exchange(f.answer(), st).await)
@@ -378,12 +389,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         let timeout_s = self.front.cfg.timeout.as_secs();
         match st.response {
             Response::Waiting => {
-                tracing::warn!(client = %self.peer.label, worker = w.pid, generation = w.generation, timeout_s, origin = %Answer::TimedOut.origin(), "request timed out; 504; its worker thread is marked stuck");
+                tracing::warn!(client = %self.peer.label, worker = w.pid, generation = w.generation, timeout_s, origin = %Answer::TimedOut.origin(), request_id = %String::from_utf8_lossy(&st.request_id), "request timed out; 504; its worker thread is marked stuck");
                 st.status = Answer::TimedOut.status();
                 Flow::Done(self.answer_in_exchange(Answer::TimedOut, st).await)
             }
             Response::Streaming { .. } => {
-                tracing::warn!(client = %self.peer.label, worker = w.pid, generation = w.generation, timeout_s, "response body stalled past the request timeout; cutting it; worker thread marked stuck");
+                tracing::warn!(client = %self.peer.label, worker = w.pid, generation = w.generation, timeout_s, request_id = %String::from_utf8_lossy(&st.request_id), "response body stalled past the request timeout; cutting it; worker thread marked stuck");
                 self.flush().await;
                 Flow::Done(false)
             }
@@ -393,12 +404,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     /// Answers in place of the application during an exchange; the connection stays
     /// open only if the answer allows it and the rest of the request body is read.
     async fn answer_in_exchange(&mut self, answer: Answer, st: &mut State<'_>) -> bool {
+        st.origin = answer.origin();
         st.reply.keep_alive &= !self.draining_now();
         let close = response::encode_answer(
             answer,
             None,
             &st.reply,
             &self.front.keep_alive_value,
+            &st.request_id,
             &mut self.wbuf,
         );
         if !st.reply.head_method {

@@ -11,7 +11,11 @@
 
 mod buffer;
 mod exchange;
+mod h2;
+mod prefixed;
 mod proxy;
+
+use prefixed::Prefixed;
 
 use std::mem::MaybeUninit;
 use std::sync::Arc;
@@ -23,12 +27,14 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
 use crate::access_log::{AccessLogger, AccessRecord};
-use crate::config::ServerConfig;
+use crate::config::{HttpVersions, ServerConfig};
 use crate::dispatch::Workers;
 use crate::error::Answer;
 use crate::h1::head::{self, Framing, HeadLimits};
 use crate::h1::response::{encode_answer, Reply};
-use crate::request::{build_head, HeadView, Peer, RequestPolicy};
+use crate::metrics::Metrics;
+use crate::request::{build_head, request_id_of, HeadView, Peer, RequestPolicy};
+use crate::tls::TlsState;
 
 /// What every connection shares: configuration, the workers, the access log.
 pub(crate) struct Front {
@@ -37,6 +43,10 @@ pub(crate) struct Front {
     pub limits: HeadLimits,
     pub workers: Arc<Workers>,
     pub access_log: Option<AccessLogger>,
+    /// Request metrics, when they are served (`--admin`).
+    pub metrics: Option<Arc<Metrics>>,
+    /// The access log's format logs `Referer` and `User-Agent`.
+    pub log_agents: bool,
     /// `timeout=N`, for `Keep-Alive`.
     pub keep_alive_value: Bytes,
 }
@@ -47,6 +57,7 @@ impl Front {
         cfg: ServerConfig,
         workers: Arc<Workers>,
         access_log: Option<AccessLogger>,
+        metrics: Option<Arc<Metrics>>,
     ) -> Front {
         Front {
             policy: RequestPolicy {
@@ -60,9 +71,35 @@ impl Front {
                 field_size: cfg.limit_request_field_size,
             },
             keep_alive_value: Bytes::from(format!("timeout={}", cfg.keep_alive.as_secs())),
+            log_agents: access_log.is_some()
+                && cfg.access_log_format != crate::config::AccessLogFormat::Default,
             cfg,
             workers,
             access_log,
+            metrics,
+        }
+    }
+
+    /// Whether requests are timed and recorded (for the access log or the metrics); the
+    /// clock is not read per request otherwise.
+    pub fn records(&self) -> bool {
+        self.access_log.is_some() || self.metrics.is_some()
+    }
+
+    /// A request is over: its metrics and its access-log line.
+    pub fn finish(&self, r: AccessRecord) {
+        if let Some(m) = &self.metrics {
+            m.response(r.status, r.origin);
+            m.request_duration.observe(r.started.elapsed());
+            if r.dispatched.is_some() {
+                m.queue_wait.observe(r.queued);
+            }
+            if let Some(a) = r.application {
+                m.application_time.observe(a);
+            }
+        }
+        if let Some(log) = &self.access_log {
+            log.write(r);
         }
     }
 }
@@ -95,6 +132,13 @@ struct Parsed {
     expect_continue: bool,
     /// `METHOD target HTTP/1.x`, only when there is an access log.
     line: Option<String>,
+    /// The request's id (empty for a refused head).
+    request_id: Bytes,
+    /// For the access log: `REMOTE_ADDR`, and `Referer` and `User-Agent` when its format
+    /// logs them.
+    remote_addr: Bytes,
+    referer: Bytes,
+    user_agent: Bytes,
 }
 
 /// One client connection.
@@ -109,8 +153,9 @@ pub(crate) struct Conn<S> {
     accepted: Instant,
 }
 
-/// Serves one client connection until it closes, times out, or the server drains.
-/// `slot` is held while the connection serves (it counts against `--max-connections`).
+/// Serves one cleartext client connection until it closes, times out, or the server
+/// drains. `slot` is held while the connection serves (it counts against
+/// `--max-connections`).
 pub(crate) async fn serve_connection<S, T>(
     mut io: S,
     mut peer: Peer,
@@ -127,6 +172,118 @@ pub(crate) async fn serve_connection<S, T>(
     {
         return;
     }
+    if front.cfg.http != HttpVersions::Http1 {
+        let deadline = accepted + front.cfg.header_timeout;
+        match sniff_h2c(&mut io, &mut rbuf, deadline).await {
+            Some(true) => {
+                h2::serve(Prefixed::new(rbuf.freeze(), io), peer, front, draining).await;
+                drop(slot);
+                return;
+            }
+            Some(false) if front.cfg.http == HttpVersions::Http2 => {
+                tracing::debug!(client = %peer.label, "not the HTTP/2 preface and --http is 2; closing");
+                return;
+            }
+            Some(false) => {}
+            None => return,
+        }
+    }
+    serve_h1(io, rbuf, peer, front, draining, accepted, slot).await;
+}
+
+/// Serves one connection to a TLS listener: the PROXY header (before the handshake, as
+/// HAProxy sends it), the handshake within `--header-timeout`, then HTTP/2 if ALPN chose
+/// it, else HTTP/1.1.
+pub(crate) async fn serve_tls_connection<T: Send + 'static>(
+    mut tcp: tokio::net::TcpStream,
+    mut peer: Peer,
+    front: Arc<Front>,
+    draining: watch::Receiver<bool>,
+    slot: T,
+    tls: Arc<TlsState>,
+) {
+    let accepted = Instant::now();
+    let mut rbuf = BytesMut::new();
+    if front.cfg.proxy_protocol && !proxy::read_header(&mut tcp, &mut peer, &front, &mut rbuf).await
+    {
+        return;
+    }
+    let deadline = accepted + front.cfg.header_timeout;
+    let handshake = tls.acceptor().accept(Prefixed::new(rbuf.freeze(), tcp));
+    let stream = match tokio::time::timeout_at(deadline.into(), handshake).await {
+        Ok(Ok(s)) => s,
+        failed => {
+            if let Some(m) = &front.metrics {
+                m.tls_handshake_failures
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            let why = match failed {
+                Ok(Err(e)) => e.to_string(),
+                _ => "no handshake within --header-timeout".to_owned(),
+            };
+            tracing::debug!(client = %peer.label, error = %why, "TLS handshake failed");
+            return;
+        }
+    };
+    let session = crate::tls::session_of(stream.get_ref().1);
+    let h2 = session.h2;
+    peer.tls = Some(Arc::new(session));
+    if h2 {
+        h2::serve(stream, peer, front, draining).await;
+        drop(slot);
+    } else if front.cfg.http == HttpVersions::Http2 {
+        tracing::debug!(client = %peer.label, "TLS client did not choose h2 and --http is 2; closing");
+    } else {
+        serve_h1(
+            stream,
+            BytesMut::new(),
+            peer,
+            front,
+            draining,
+            accepted,
+            slot,
+        )
+        .await;
+    }
+}
+
+/// Whether a cleartext connection starts with the HTTP/2 preface (prior knowledge, RFC
+/// 9113 §3.3): reads until the bytes stop matching it or all of it is there. `None`: the
+/// client left or stalled past `deadline`.
+async fn sniff_h2c<S: AsyncRead + Unpin>(
+    io: &mut S,
+    rbuf: &mut BytesMut,
+    deadline: Instant,
+) -> Option<bool> {
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    loop {
+        let n = rbuf.len().min(PREFACE.len());
+        if rbuf[..n] != PREFACE[..n] {
+            return Some(false);
+        }
+        if n == PREFACE.len() {
+            return Some(true);
+        }
+        match tokio::time::timeout_at(deadline.into(), read_more(io, rbuf)).await {
+            Ok(0) | Err(_) => return None,
+            Ok(_) => {}
+        }
+    }
+}
+
+/// HTTP/1.1 on a connection whose first bytes (`rbuf`) may already be read.
+async fn serve_h1<S, T>(
+    io: S,
+    rbuf: BytesMut,
+    peer: Peer,
+    front: Arc<Front>,
+    draining: watch::Receiver<bool>,
+    accepted: Instant,
+    slot: T,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    T: Send + 'static,
+{
     let is_draining = *draining.borrow();
     let mut conn = Conn {
         io,
@@ -231,7 +388,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                     version: spillway_proto::Protocol::Http11,
                     keep_alive: false,
                 };
-                self.answer(answer, &reply, None).await;
+                self.answer(answer, &reply, None, b"").await;
                 Step::Done(None)
             }
         }
@@ -261,8 +418,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             framing: raw.framing,
             expect_continue: raw.expect_continue,
         };
+        let head = build_head(&view, &self.peer, &self.front.policy);
+        let (referer, user_agent) = if self.front.log_agents {
+            let field = |name: &str| {
+                raw.headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case(name))
+                    .map_or_else(Bytes::new, |h| Bytes::copy_from_slice(h.value))
+            };
+            (field("referer"), field("user-agent"))
+        } else {
+            (Bytes::new(), Bytes::new())
+        };
         let parsed = Parsed {
-            head: build_head(&view, &self.peer, &self.front.policy),
+            request_id: head.as_ref().map(request_id_of).unwrap_or_default(),
+            remote_addr: head
+                .as_ref()
+                .map_or_else(|_| self.peer.remote_addr.clone(), |h| h.remote_addr.clone()),
+            referer,
+            user_agent,
+            head,
             framing: raw.framing,
             reply: Reply {
                 head_method: raw.method == "HEAD",
@@ -285,15 +460,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     async fn serve(&mut self, p: Parsed) -> bool {
         let mut reply = p.reply;
         reply.keep_alive &= !self.is_draining;
-        let mut record = p.line.map(|request_line| AccessRecord {
-            client: self.peer.label.clone(),
-            request_line,
-            started: Instant::now(),
-            status: 0,
-            queued: Duration::ZERO,
-            worker: 0,
-            generation: 0,
-            bytes: 0,
+        let mut record = self.front.records().then(|| {
+            let client = if self.front.access_log.is_some() {
+                self.peer.label.clone()
+            } else {
+                String::new()
+            };
+            AccessRecord::begin(
+                client,
+                p.remote_addr,
+                p.line.unwrap_or_default(),
+                p.request_id.clone(),
+                p.referer,
+                p.user_agent,
+            )
         });
         let mut body = crate::h1::body::BodyDecoder::new(p.framing);
         let head = match p.head {
@@ -301,7 +481,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             Err(answer) => {
                 tracing::debug!(client = %self.peer.label, status = answer.status(), origin = %answer.origin(), error = %answer, "request refused");
                 reply.keep_alive = false;
-                return self.answer(answer, &reply, record).await;
+                return self.answer(answer, &reply, record, &p.request_id).await;
             }
         };
         // The body first, while no Python thread waits for it. (Not for a client that
@@ -311,7 +491,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 Ok(b) => Some(b),
                 Err(Some(answer)) => {
                     reply.keep_alive = false;
-                    return self.answer(answer, &reply, record).await;
+                    return self.answer(answer, &reply, record, &p.request_id).await;
                 }
                 Err(None) => return false,
             }
@@ -327,7 +507,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             }
         };
         if let (Some(r), Some(t)) = (record.as_mut(), admit_start) {
-            r.queued = t.elapsed();
+            let now = Instant::now();
+            r.queued = now - t;
+            r.dispatched = Some(now);
         }
         match started {
             Ok(ex) => {
@@ -336,12 +518,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                     buffered,
                     expect_continue: p.expect_continue,
                 };
-                self.exchange(ex, body, reply, record).await
+                self.exchange(ex, body, reply, record, p.request_id).await
             }
             Err(answer) => {
                 // Refused, not failed: the connection stays usable for the retry, once the
                 // body the client sent is out of the way.
-                let keep = self.answer(answer, &reply, record).await;
+                let keep = self.answer(answer, &reply, record, &p.request_id).await;
                 keep && self.discard(&mut body, p.expect_continue, false).await
             }
         }
@@ -420,6 +602,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         answer: Answer,
         reply: &Reply,
         record: Option<AccessRecord>,
+        request_id: &[u8],
     ) -> bool {
         let mut reply = *reply;
         reply.keep_alive &= !self.draining_now();
@@ -431,17 +614,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             retry_after,
             reply,
             &self.front.keep_alive_value,
+            request_id,
             &mut self.wbuf,
         );
         let written = self.flush().await;
-        if let (Some(log), Some(mut r)) = (&self.front.access_log, record) {
+        if let Some(mut r) = record {
             r.status = answer.status();
+            r.origin = answer.origin();
             r.bytes = if reply.head_method {
                 0
             } else {
                 answer.body().len() as u64
             };
-            log.write(r);
+            self.front.finish(r);
         }
         written && !close
     }

@@ -53,6 +53,7 @@ pub(crate) fn encode_head(
     headers: &[(Bytes, Bytes)],
     reply: &Reply,
     keep_alive_value: &[u8],
+    request_id: &[u8],
     dst: &mut BytesMut,
 ) -> Head {
     let status = if (200..=599).contains(&status) {
@@ -71,6 +72,7 @@ pub(crate) fn encode_head(
     let mut length: Option<u64> = None;
     let mut app_close = false;
     let mut has_date = false;
+    let mut has_request_id = request_id.is_empty();
     for (name, value) in headers {
         if !valid_name(name) || !valid_value(value) {
             tracing::warn!(
@@ -101,12 +103,16 @@ pub(crate) fn encode_head(
                 length = Some(n);
             }
             Class::Date => has_date = true,
-            Class::Other => {}
+            Class::Other => has_request_id |= name.eq_ignore_ascii_case(b"x-request-id"),
         }
         put_header(dst, name, value);
     }
     if !has_date {
         with_date(|d| put_header(dst, b"Date", d));
+    }
+    // The application's own, if it set one; else the request's.
+    if !has_request_id {
+        put_header(dst, b"X-Request-Id", request_id);
     }
     let framing = if no_body {
         BodyFraming::None
@@ -176,6 +182,7 @@ pub(crate) fn encode_answer(
     retry_after: Option<u64>,
     reply: &Reply,
     keep_alive_value: &[u8],
+    request_id: &[u8],
     dst: &mut BytesMut,
 ) -> bool {
     let body = answer.body().as_bytes();
@@ -187,6 +194,9 @@ pub(crate) fn encode_answer(
         put_header(dst, b"Retry-After", n.format(secs).as_bytes());
     }
     with_date(|d| put_header(dst, b"Date", d));
+    if !request_id.is_empty() {
+        put_header(dst, b"X-Request-Id", request_id);
+    }
     let close = !reply.keep_alive || answer.closes_connection();
     connection_headers(close, reply.version, keep_alive_value, dst);
     dst.put_slice(b"\r\n");
@@ -249,6 +259,12 @@ enum Class {
     ContentLength,
     Date,
     Other,
+}
+
+/// A connection-specific header, which never crosses a hop (RFC 9110 §7.6.1) and which
+/// HTTP/2 forbids outright.
+pub(crate) fn is_hop_by_hop(name: &[u8]) -> bool {
+    matches!(classify(name), Class::HopByHop { .. })
 }
 
 fn classify(name: &[u8]) -> Class {
@@ -362,6 +378,7 @@ mod tests {
             &h(&[("Content-Type", "text/plain"), ("Content-Length", "5")]),
             &reply(Protocol::Http11, true),
             KA,
+            b"",
             &mut out,
         );
         assert_eq!(head.framing, BodyFraming::Length(5));
@@ -381,11 +398,11 @@ mod tests {
     #[test]
     fn without_a_length_http11_is_chunked_and_http10_is_close_delimited() {
         let mut out = BytesMut::new();
-        let head = encode_head(200, &[], &reply(Protocol::Http11, true), KA, &mut out);
+        let head = encode_head(200, &[], &reply(Protocol::Http11, true), KA, b"", &mut out);
         assert_eq!(head.framing, BodyFraming::Chunked);
         assert!(text(&out).contains("Transfer-Encoding: chunked\r\n"));
         let mut out = BytesMut::new();
-        let head = encode_head(200, &[], &reply(Protocol::Http10, true), KA, &mut out);
+        let head = encode_head(200, &[], &reply(Protocol::Http10, true), KA, b"", &mut out);
         assert_eq!(head.framing, BodyFraming::UntilClose);
         assert!(head.close);
         assert!(text(&out).contains("Connection: close\r\n"));
@@ -405,6 +422,7 @@ mod tests {
             ]),
             &reply(Protocol::Http11, true),
             KA,
+            b"",
             &mut out,
         );
         let t = text(&out);
@@ -424,7 +442,14 @@ mod tests {
                 head_method,
                 ..reply(Protocol::Http11, true)
             };
-            let head = encode_head(status, &h(&[("Content-Length", "10")]), &r, KA, &mut out);
+            let head = encode_head(
+                status,
+                &h(&[("Content-Length", "10")]),
+                &r,
+                KA,
+                b"",
+                &mut out,
+            );
             assert_eq!(head.framing, BodyFraming::None, "{status}");
             assert!(!text(&out).contains("chunked"));
             assert_eq!(
@@ -443,6 +468,7 @@ mod tests {
             &h(&[("Bad Name", "x"), ("X-Inject", "a\r\nSet-Cookie: evil")]),
             &reply(Protocol::Http11, true),
             KA,
+            b"",
             &mut out,
         );
         assert_eq!(head.status, 500);
@@ -479,6 +505,7 @@ mod tests {
             Some(3),
             &reply(Protocol::Http11, true),
             KA,
+            b"",
             &mut out,
         );
         assert!(!close);
@@ -496,8 +523,38 @@ mod tests {
             None,
             &reply(Protocol::Http11, true),
             KA,
+            b"",
             &mut out
         ));
         assert!(text(&out).contains("Connection: close"));
+    }
+
+    #[test]
+    fn the_request_id_is_added_unless_the_application_set_one() {
+        let r = reply(Protocol::Http11, true);
+        let mut out = BytesMut::new();
+        encode_head(200, &[], &r, KA, b"abc-1", &mut out);
+        assert!(
+            text(&out).contains("\r\nX-Request-Id: abc-1\r\n"),
+            "{}",
+            text(&out)
+        );
+        let mut out = BytesMut::new();
+        encode_head(
+            200,
+            &h(&[("x-request-id", "app")]),
+            &r,
+            KA,
+            b"abc-1",
+            &mut out,
+        );
+        assert_eq!(text(&out).matches("equest-").count(), 1, "{}", text(&out));
+        let mut out = BytesMut::new();
+        encode_answer(Answer::TimedOut, None, &r, KA, b"abc-2", &mut out);
+        assert!(
+            text(&out).contains("X-Request-Id: abc-2\r\n"),
+            "{}",
+            text(&out)
+        );
     }
 }

@@ -21,6 +21,7 @@ use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 
 use tokio::sync::Notify;
 
+use crate::metrics::Recycle;
 use crate::pool::Claim;
 
 mod reader;
@@ -221,7 +222,7 @@ pub struct WorkerLink {
     /// Retire after this many requests (0: never), `--max-requests` plus jitter.
     max_requests: u64,
     /// Why the worker should be replaced, once decided.
-    retire_reason: Mutex<Option<String>>,
+    retire_reason: Mutex<Option<(Recycle, String)>>,
     retire: Notify,
     /// Signalled when a stream ends or gets stuck, for whoever drains this worker.
     changed: Notify,
@@ -281,10 +282,10 @@ impl WorkerLink {
     }
 
     /// Asks the supervisor to replace this worker (idempotent: the first reason wins).
-    pub fn request_retire(&self, reason: String) {
+    pub fn request_retire(&self, why: Recycle, reason: String) {
         let mut r = lock(&self.retire_reason);
         if r.is_none() {
-            *r = Some(reason);
+            *r = Some((why, reason));
             drop(r);
             // notify_one stores a permit, so a supervisor not yet waiting still sees it.
             self.retire.notify_one();
@@ -292,7 +293,7 @@ impl WorkerLink {
     }
 
     /// Waits until the worker should be replaced; returns why.
-    pub async fn retired(&self) -> String {
+    pub async fn retired(&self) -> (Recycle, String) {
         loop {
             if let Some(r) = lock(&self.retire_reason).clone() {
                 return r;
@@ -449,7 +450,10 @@ impl WorkerLink {
                     self.completed();
                     let served = self.served.fetch_add(1, Ordering::Relaxed) + 1;
                     if self.max_requests > 0 && served == self.max_requests {
-                        self.request_retire(format!("served max-requests ({served})"));
+                        self.request_retire(
+                            Recycle::MaxRequests,
+                            format!("served max-requests ({served})"),
+                        );
                     }
                     self.changed.notify_waiters();
                 }

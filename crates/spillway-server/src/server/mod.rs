@@ -58,7 +58,9 @@ pub async fn serve_with(
 
 /// Every socket and file the server opens before it starts anything.
 struct Bound {
-    listeners: Vec<(Listener, String)>,
+    /// Each listener, its name, and whether it terminates TLS.
+    listeners: Vec<(Listener, String, bool)>,
+    tls: Option<Arc<crate::tls::TlsState>>,
     /// Unix socket files we created, removed when listeners close.
     unix_paths: Vec<PathBuf>,
     admin: Option<(Listener, String)>,
@@ -71,9 +73,10 @@ impl Bound {
     fn bind(cfg: &ServerConfig, activated: Vec<ActivatedSocket>) -> Result<Bound, ServerError> {
         let bind_error = |addr: String| move |error| ServerError::Bind { addr, error };
         let access_log = match &cfg.access_log {
-            Some(t) => {
-                Some(AccessLogger::open(t).map_err(|e| ServerError::AccessLog(t.to_string(), e))?)
-            }
+            Some(t) => Some(
+                AccessLogger::open(t, cfg.access_log_format)
+                    .map_err(|e| ServerError::AccessLog(t.to_string(), e))?,
+            ),
             None => None,
         };
         let mut listeners = Vec::new();
@@ -84,15 +87,39 @@ impl Bound {
                 "socket activation: using the sockets systemd passed; --bind is ignored"
             );
         }
+        let tls = match &cfg.tls {
+            Some(t) => {
+                let alpn: Vec<Vec<u8>> = match cfg.http {
+                    crate::config::HttpVersions::Auto => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+                    crate::config::HttpVersions::Http1 => vec![b"http/1.1".to_vec()],
+                    crate::config::HttpVersions::Http2 => vec![b"h2".to_vec()],
+                };
+                Some(Arc::new(crate::tls::TlsState::load(t, alpn)?))
+            }
+            None => None,
+        };
+        let all_tcp = tls.as_ref().is_some_and(|t| t.all_tcp());
         for sock in activated {
-            listeners.push(
-                listener::from_activated(sock).map_err(bind_error("socket from systemd".into()))?,
-            );
+            let (l, name) =
+                listener::from_activated(sock).map_err(bind_error("socket from systemd".into()))?;
+            // Sockets systemd passes cannot be marked `tls:`: they speak TLS when every
+            // TCP listener does.
+            let is_tls = all_tcp && matches!(l, Listener::Tcp(_));
+            listeners.push((l, name, is_tls));
         }
         let mut unix_paths = Vec::new();
         for addr in cfg.binds.iter().filter(|_| use_binds) {
-            listeners
-                .push(listener::bind(addr, cfg.backlog).map_err(bind_error(addr.to_string()))?);
+            let (l, name) =
+                listener::bind(addr, cfg.backlog).map_err(bind_error(addr.to_string()))?;
+            let is_tls = match addr {
+                BindAddr::Tls(_) => true,
+                BindAddr::Tcp(_) => all_tcp,
+                BindAddr::Unix(_) => false,
+            };
+            if is_tls {
+                tracing::info!(listener = %name, "TLS on this listener");
+            }
+            listeners.push((l, name, is_tls));
             if let BindAddr::Unix(p) = addr {
                 unix_paths.push(p.clone());
             }
@@ -121,6 +148,7 @@ impl Bound {
         };
         Ok(Bound {
             listeners,
+            tls,
             unix_paths,
             admin,
             agent,
@@ -141,6 +169,7 @@ enum Stop {
 /// A started server.
 struct Running {
     cfg: ServerConfig,
+    tls: Option<Arc<crate::tls::TlsState>>,
     workers: Arc<Workers>,
     front: Arc<Front>,
     sup: Arc<Supervisor>,
@@ -163,12 +192,20 @@ impl Running {
             max_queue: cfg.max_queue,
             queue_timeout: cfg.queue_timeout,
         });
-        let front = Arc::new(Front::new(cfg.clone(), workers.clone(), bound.access_log));
+        // Counted always (a relaxed add per event); requests are timed for the metrics only
+        // when something serves them.
+        let metrics = crate::metrics::Metrics::new();
+        let front = Arc::new(Front::new(
+            cfg.clone(),
+            workers.clone(),
+            bound.access_log,
+            bound.admin.is_some().then(|| metrics.clone()),
+        ));
         let (draining, draining_rx) = watch::channel(false);
         let conns = ConnCount::new(cfg.max_connections);
         let mut accept_tasks = Vec::new();
         let mut watched = Vec::new();
-        for (l, name) in bound.listeners {
+        for (l, name, is_tls) in bound.listeners {
             let l = Arc::new(l);
             if let Listener::Tcp(_) = &*l {
                 watched.push(Watched {
@@ -182,6 +219,7 @@ impl Running {
                 front.clone(),
                 draining_rx.clone(),
                 conns.clone(),
+                bound.tls.clone().filter(|_| is_tls),
             )));
         }
         let (ev_tx, events) = mpsc::unbounded_channel();
@@ -190,6 +228,7 @@ impl Running {
             Policy::from_config(&cfg),
             cfg.workers,
             ev_tx,
+            metrics.clone(),
         );
         let observed = Arc::new(Observed::default());
         let state = Arc::new(ServerState {
@@ -198,6 +237,7 @@ impl Running {
             observed: observed.clone(),
             connections: conns.clone(),
             draining: Default::default(),
+            metrics: metrics.clone(),
         });
         let mut side_tasks = vec![tokio::spawn(monitor::run(
             watched,
@@ -208,9 +248,10 @@ impl Running {
                 graceful_timeout: cfg.graceful_timeout,
             },
             observed,
+            metrics,
         ))];
         if let Some((l, name)) = bound.admin {
-            tracing::info!(admin = %name, "admin endpoint: /healthz /readyz /status, POST /reload");
+            tracing::info!(admin = %name, "admin endpoint: /healthz /readyz /status /metrics, POST /reload");
             side_tasks.push(tokio::spawn(admin::serve(
                 l,
                 state.clone(),
@@ -235,6 +276,7 @@ impl Running {
             .collect();
         Running {
             cfg,
+            tls: bound.tls,
             workers,
             front,
             sup,
@@ -303,6 +345,12 @@ impl Running {
                 c = signals.next() => match c {
                     Control::Reload(source) => {
                         tracing::info!(source, "reloading workers");
+                        if let Some(tls) = &self.tls {
+                            match tls.reload() {
+                                Ok(()) => tracing::info!("TLS certificates re-read; new handshakes use them"),
+                                Err(e) => tracing::error!(error = %e, "TLS certificates not reloaded; the ones in use stay"),
+                            }
+                        }
                         spawn_reload(&self.sup, &self.cfg.notify);
                     }
                     Control::Stop(why) => return Stop::Graceful(why),

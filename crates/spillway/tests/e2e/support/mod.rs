@@ -485,10 +485,14 @@ pub enum Listener {
 fn parse_listeners(stderr: &str) -> Vec<Listener> {
     let mut out = Vec::new();
     for line in stderr.lines().filter(|l| l.contains("listening")) {
-        let Some(i) = line.find("listener=") else {
+        // `listener=ADDR` in text logs, `"listener":"ADDR"` in JSON ones.
+        let Some((i, key)) = ["listener=", "\"listener\":"]
+            .iter()
+            .find_map(|k| line.find(k).map(|i| (i, k.len())))
+        else {
             continue;
         };
-        let v = &line[i + "listener=".len()..];
+        let v = &line[i + key..];
         let v = v.trim_start_matches('"');
         let end = v
             .find(|c: char| c.is_whitespace() || c == '"' || c == ',')
