@@ -1,18 +1,20 @@
 """Spillway worker bootstrap: prepares sys.path and loads the WSGI application.
 
-Embedded in the worker binary. Python code, not Rust, because loading an app is import
+Embedded in the worker module. Python code, not Rust, because loading an app is import
 machinery through and through, and errors must surface as ordinary Python tracebacks.
 """
 import ast
 import importlib
 import importlib.util
 import os
-import site
 import sys
 
 
-def prepare(argv0, executable, chdir_dir, pythonpath, virtualenv):
-    """Give the application the interpreter state it would have under `python app.py`."""
+def prepare(argv0, pythonpath):
+    """Give the application the interpreter state it would have under `python app.py`.
+
+    The worker runs in the application's own interpreter (its virtualenv's python), so
+    sys.executable, sys.prefix and site-packages are already that interpreter's."""
     # A crash (a segfault in a C extension, or a fatal signal the application sends itself)
     # prints every thread's Python traceback, then kills the worker as the signal would:
     # the front sees it die and replaces it.
@@ -21,32 +23,19 @@ def prepare(argv0, executable, chdir_dir, pythonpath, virtualenv):
     faulthandler.enable(all_threads=True)
     # OpenStack services parse sys.argv at import (oslo.config): never show them our flags.
     sys.argv = [argv0]
-    if executable:
-        # Embedded, sys.executable would be the spillway binary; multiprocessing and
-        # subprocess users need a real interpreter.
-        sys.executable = executable
-    if virtualenv:
-        ver = "python%d.%d" % sys.version_info[:2]
-        sp = os.path.join(virtualenv, "lib", ver, "site-packages")
-        if not os.path.isdir(sp):
-            raise RuntimeError(
-                "virtualenv %r has no %s (was it created with %s?)" % (virtualenv, sp, ver)
-            )
-        before = list(sys.path)
-        site.addsitedir(sp)
-        added = [p for p in sys.path if p not in before]
-        # The virtualenv's packages win over the base interpreter's, as under its python.
-        sys.path[:] = added + before
-        sys.prefix = sys.exec_prefix = virtualenv
-        venv_python = os.path.join(virtualenv, "bin", "python")
-        if os.path.exists(venv_python):
-            sys.executable = venv_python
+    # The worker starts as `python -c`, which puts "" (the working directory) first; like
+    # `python -m`, name the directory itself, so a later chdir changes nothing.
+    cwd = os.getcwd()
+    sys.path[:] = [cwd if p == "" else p for p in sys.path]
     for p in reversed(pythonpath):
         sys.path.insert(0, os.path.abspath(p))
-    # Like `python -m`, the working directory is importable.
-    cwd = os.path.abspath(chdir_dir or os.getcwd())
     if cwd not in sys.path:
         sys.path.insert(0, cwd)
+    # The worker's own start-up code lives in __main__ (`-c`); the application gets a clean one.
+    main = sys.modules.get("__main__")
+    if main is not None:
+        for name in [n for n in vars(main) if n.startswith("_") and not n.startswith("__")]:
+            delattr(main, name)
 
 
 def _resolve(mod, node, spec):

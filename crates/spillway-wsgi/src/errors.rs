@@ -42,7 +42,7 @@ impl ErrorStream {
     /// Writes each string of an iterable.
     fn writelines(&self, lines: &Bound<'_, PyAny>) -> PyResult<()> {
         for line in lines.try_iter()? {
-            self.write(line?.extract::<&str>()?);
+            self.write(&line?.extract::<String>()?);
         }
         Ok(())
     }

@@ -31,11 +31,6 @@ pub(crate) fn parse_status(status: &str) -> Result<u16, String> {
     }
 }
 
-/// A WSGI native string as latin-1 bytes; `None` if a character is above U+00FF.
-pub(crate) fn latin1_bytes(s: &str) -> Option<Vec<u8>> {
-    s.chars().map(|c| u8::try_from(c as u32).ok()).collect()
-}
-
 /// RFC 9110 token characters, for header names.
 fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
@@ -107,12 +102,6 @@ mod tests {
         ] {
             assert!(parse_status(bad).is_err(), "{bad:?}");
         }
-    }
-
-    #[test]
-    fn latin1_maps_code_points_to_bytes() {
-        assert_eq!(latin1_bytes("caf\u{e9}"), Some(b"caf\xe9".to_vec()));
-        assert_eq!(latin1_bytes("\u{20ac}"), None);
     }
 
     #[test]

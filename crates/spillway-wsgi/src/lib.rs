@@ -1,5 +1,6 @@
-//! The worker: a process that embeds CPython, imports the WSGI application once, and
-//! serves requests that arrive as frames on a socketpair from the front. It does no client
+//! The worker: runs inside the application's own CPython (loaded there as an extension
+//! module), imports the WSGI application once, and serves requests that arrive as frames
+//! on a socketpair from the front. It does no client
 //! network I/O. One reader thread (no GIL) routes frames; `threads` Python threads call the
 //! application and release the GIL whenever they block in Rust.
 
@@ -37,9 +38,6 @@ pub use sizing::ThreadLimits;
 
 const BOOTSTRAP: &str = include_str!("bootstrap.py");
 
-/// Interpreter baked in at build time: what `sys.executable` should name.
-const BUILD_PYTHON: Option<&str> = option_env!("SPILLWAY_BUILD_PYTHON");
-
 /// What a worker is told at start; the front passes it on the worker's command line.
 #[derive(Debug, Clone)]
 pub struct WorkerSpec {
@@ -49,8 +47,6 @@ pub struct WorkerSpec {
     pub threads: ThreadLimits,
     /// Directories prepended to `sys.path`.
     pub pythonpath: Vec<PathBuf>,
-    /// A virtualenv whose site-packages take precedence.
-    pub virtualenv: Option<PathBuf>,
     /// More than one worker process serves the application (`wsgi.multiprocess`).
     pub multiprocess: bool,
 }
@@ -112,7 +108,15 @@ pub fn run(spec: WorkerSpec, socket: UnixStream) -> Result<(), WorkerError> {
     // Warm start: one thread until the first request is done.
     spawn_threads(&ctx, 1)?;
     link.send(&Frame::Ready { threads: 1 });
-    tracing::debug!(worker = pid, app = %spec.app, "worker imported the application");
+    let (python, version, prefix) = Python::attach(interpreter);
+    tracing::info!(
+        worker = pid,
+        app = %spec.app,
+        python = %python,
+        python_version = %version,
+        python_prefix = %prefix,
+        "worker imported the application"
+    );
 
     match read_until_end(&ctx, &mut reader)? {
         ReadEnd::Shutdown => {
@@ -132,6 +136,27 @@ pub fn run(spec: WorkerSpec, socket: UnixStream) -> Result<(), WorkerError> {
             Ok(())
         }
     }
+}
+
+/// `sys.executable`, the version (`CPython 3.12.1`) and `sys.prefix` of this interpreter.
+fn interpreter(py: Python<'_>) -> (String, String, String) {
+    let sys = py.import("sys");
+    let get = |name: &str| {
+        sys.as_ref()
+            .ok()
+            .and_then(|s| s.getattr(name).ok())
+            .and_then(|v| v.extract::<String>().ok())
+            .unwrap_or_default()
+    };
+    let version = py.version_info();
+    (
+        get("executable"),
+        format!(
+            "CPython {}.{}.{}",
+            version.major, version.minor, version.patch
+        ),
+        get("prefix"),
+    )
 }
 
 /// The reader: routes frames, and between reads lets the pool size itself and tells the
@@ -304,12 +329,8 @@ fn load(
         .iter()
         .map(|p| p.to_string_lossy().into_owned())
         .collect();
-    let venv = spec
-        .virtualenv
-        .as_ref()
-        .map(|p| p.to_string_lossy().into_owned());
     boot.getattr("prepare")
-        .and_then(|f| f.call1(("spillway", BUILD_PYTHON, None::<String>, pythonpath, venv)))
+        .and_then(|f| f.call1(("spillway", pythonpath)))
         .map_err(|e| {
             tracing::error!(
                 "could not prepare the interpreter worker={pid}\n{}",

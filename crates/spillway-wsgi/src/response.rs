@@ -11,7 +11,7 @@ use bytes::{Bytes, BytesMut};
 use pyo3::exceptions::{PyAssertionError, PyTypeError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList, PyTuple};
+use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 use spillway_proto::{encode_body, Frame, Kind, ResponseHead, MAX_CHUNK};
 
 use crate::conn::{Job, Link, Stream};
@@ -136,17 +136,21 @@ impl Responder {
 
 /// A header string from the application as latin-1 bytes.
 fn header_bytes(s: &Bound<'_, PyAny>, what: &str) -> PyResult<Bytes> {
-    let s: &str = s.extract().map_err(|_| {
+    let s = s.cast::<PyString>().map_err(|_| {
         PyTypeError::new_err(format!("header {what} must be str, got {}", s.get_type()))
     })?;
-    if s.is_ascii() {
-        return Ok(Bytes::copy_from_slice(s.as_bytes()));
+    // PyUnicode_AsLatin1String is in the stable ABI of every version the module supports
+    // (a borrowed UTF-8 view is not before 3.10), and it is the encoding WSGI prescribes.
+    // SAFETY: `s` is a live str; the call returns a new reference, or NULL with an
+    // exception set, which from_owned_ptr_or_err turns into an error.
+    let encoded = unsafe {
+        Bound::from_owned_ptr_or_err(s.py(), pyo3::ffi::PyUnicode_AsLatin1String(s.as_ptr()))
     }
-    crate::head::latin1_bytes(s)
-        .map(Bytes::from)
-        .ok_or_else(|| {
-            PyValueError::new_err(format!("header {what} {s:?} is not latin-1 encodable"))
-        })
+    .map_err(|_| PyValueError::new_err(format!("header {what} {s} is not latin-1 encodable")))?;
+    let bytes = encoded
+        .cast::<PyBytes>()
+        .map_err(|_| PyTypeError::new_err("latin-1 encoding did not give bytes"))?;
+    Ok(Bytes::copy_from_slice(bytes.as_bytes()))
 }
 
 fn parse_headers(headers: &Bound<'_, PyAny>) -> PyResult<Vec<(Bytes, Bytes)>> {

@@ -76,9 +76,6 @@ pub enum Command {
     Bench(spillway_bench::BenchArgs),
     /// Reload a running server's workers (sends SIGHUP to the pid in --pid-file).
     Reload(ReloadArgs),
-    /// Internal: run one worker process (started by the front).
-    #[command(name = "__worker", hide = true)]
-    Worker(WorkerArgs),
 }
 
 /// Options of `spillway APP`.
@@ -310,9 +307,16 @@ pub struct ServeArgs {
     )]
     pub pythonpath: Vec<PathBuf>,
 
-    /// Virtualenv whose packages the application uses. [default: $VIRTUAL_ENV if set]
+    /// Virtualenv whose packages the application uses: workers run its bin/python.
+    /// [default: $VIRTUAL_ENV if set and spillway was not installed into a virtualenv]
     #[arg(long, value_name = "DIR", env = "SPILLWAY_VIRTUALENV")]
     pub virtualenv: Option<PathBuf>,
+
+    /// The Python interpreter workers run in (CPython 3.9 or newer). [default: the
+    /// interpreter spillway was installed with by pip; else the --virtualenv's python; else
+    /// python3 on PATH]
+    #[arg(long, value_name = "PATH", env = "SPILLWAY_PYTHON")]
+    pub python: Option<PathBuf>,
 
     /// Environment variable for the application, KEY=VALUE. Repeatable (a table in the
     /// config file: `env = { KEY = "value" }`). [default: none]
@@ -363,8 +367,10 @@ pub struct ReloadArgs {
     pub pid_file: PathBuf,
 }
 
-/// Arguments of the internal worker subcommand.
-#[derive(Args, Debug)]
+/// What the front tells a worker on its command line (after the interpreter's `-c` and the
+/// extension module's path).
+#[derive(Parser, Debug)]
+#[command(name = "spillway-worker")]
 pub struct WorkerArgs {
     /// Inherited socketpair end.
     #[arg(long)]
@@ -387,9 +393,6 @@ pub struct WorkerArgs {
     /// sys.path additions.
     #[arg(long)]
     pub pythonpath: Vec<PathBuf>,
-    /// Virtualenv.
-    #[arg(long)]
-    pub virtualenv: Option<PathBuf>,
     /// More than one worker serves the app.
     #[arg(long)]
     pub multiprocess: bool,

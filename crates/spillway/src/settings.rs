@@ -17,6 +17,7 @@ use clap::{ArgAction, ArgMatches, CommandFactory, FromArgMatches};
 use spillway_server::{AccessLog, BindAddr, ServerConfig, WorkerCommand};
 
 use crate::cli::{Cli, ServeArgs};
+use crate::interpreter::{self, Host, Interpreter};
 
 /// A configuration mistake, reported as one line.
 #[derive(Debug, thiserror::Error)]
@@ -212,6 +213,8 @@ pub struct Settings {
     pub log_format: String,
     /// Event-loop threads of the front.
     pub front_threads: usize,
+    /// The interpreter workers run in.
+    pub interpreter: Interpreter,
 }
 
 fn parse_bind(key: &str, s: &str) -> Result<Vec<BindAddr>, SettingsError> {
@@ -324,7 +327,7 @@ fn secs(s: u64) -> Duration {
 }
 
 /// Validates the merged options into [`Settings`].
-pub fn resolve(args: ServeArgs) -> Result<Settings, SettingsError> {
+pub fn resolve(args: ServeArgs, host: &Host) -> Result<Settings, SettingsError> {
     let app = args.app.clone().ok_or_else(|| {
         bad(
             "APP",
@@ -376,7 +379,8 @@ pub fn resolve(args: ServeArgs) -> Result<Settings, SettingsError> {
             ),
         ));
     }
-    let worker_command = worker_command(&args, &app, workers, &log_level, chdir.clone())?;
+    let (worker_command, interpreter) =
+        worker_command(&args, host, &app, workers, &log_level, chdir.clone())?;
     let server = ServerConfig {
         app,
         binds,
@@ -447,6 +451,7 @@ pub fn resolve(args: ServeArgs) -> Result<Settings, SettingsError> {
         log_level,
         log_format: args.log_format.to_ascii_lowercase(),
         front_threads: args.front_threads as usize,
+        interpreter,
     })
 }
 
@@ -488,37 +493,44 @@ fn agent_addr(a: Option<&str>) -> Result<Option<SocketAddr>, SettingsError> {
     }
 }
 
-/// How the front starts a worker: this binary again, told the application and what it
-/// needs to import it.
+/// How the front starts a worker: the chosen interpreter, running the worker extension
+/// module, told the application and what it needs to import it.
 fn worker_command(
     args: &ServeArgs,
+    host: &Host,
     app: &str,
     workers: usize,
     log_level: &str,
     cwd: Option<PathBuf>,
-) -> Result<WorkerCommand, SettingsError> {
-    // VIRTUAL_ENV (an activated venv) counts only when nothing else named one.
-    let venv = args.virtualenv.clone().or_else(|| {
-        std::env::var_os("VIRTUAL_ENV")
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-    });
-    let venv = match venv {
+) -> Result<(WorkerCommand, Interpreter), SettingsError> {
+    let venv = match &args.virtualenv {
         None => None,
-        Some(v) => {
-            let dir = existing_dir("--virtualenv", &v)?;
-            if !dir.join("pyvenv.cfg").is_file() {
-                return Err(bad(
-                    "--virtualenv",
-                    format!(
-                        "{} is not a virtualenv (no pyvenv.cfg); create one with python3 -m venv",
-                        v.display()
-                    ),
-                ));
-            }
-            Some(dir)
-        }
+        Some(v) => Some(virtualenv_dir("--virtualenv", v)?),
     };
+    // VIRTUAL_ENV (an activated venv) counts only when nothing else named an interpreter.
+    let venv_var = match std::env::var_os("VIRTUAL_ENV").filter(|v| !v.is_empty()) {
+        Some(v) if args.python.is_none() && venv.is_none() && host.python.is_none() => {
+            Some(virtualenv_dir("VIRTUAL_ENV", Path::new(&v))?)
+        }
+        _ => None,
+    };
+    let key = if args.python.is_some() {
+        "--python"
+    } else if venv.is_some() {
+        "--virtualenv"
+    } else if venv_var.is_some() {
+        "VIRTUAL_ENV"
+    } else {
+        "--python"
+    };
+    let interpreter = interpreter::choose(
+        args.python.as_deref(),
+        venv.as_deref(),
+        venv_var.as_deref(),
+        host,
+    )
+    .map_err(|e| bad(key, e.to_string()))?;
+    let module = interpreter::worker_module(host).map_err(|e| bad("spillway", e.to_string()))?;
     let mut env = Vec::new();
     for kv in &args.env {
         match kv.split_once('=') {
@@ -528,10 +540,8 @@ fn worker_command(
             _ => return Err(bad("--env", format!("'{kv}' is not KEY=VALUE"))),
         }
     }
-    let program = std::env::current_exe()
-        .map_err(|e| bad("spillway", format!("cannot find our own executable: {e}")))?;
-    let mut wargs: Vec<OsString> = vec![
-        "__worker".into(),
+    let mut wargs = interpreter::worker_argv(&module);
+    wargs.extend::<[OsString; 14]>([
         "--fd".into(),
         "3".into(),
         "--app".into(),
@@ -546,7 +556,7 @@ fn worker_command(
         log_level.into(),
         "--log-format".into(),
         args.log_format.to_ascii_lowercase().into(),
-    ];
+    ]);
     if let Some(n) = args.threads {
         wargs.push("--threads".into());
         wargs.push(n.to_string().into());
@@ -558,16 +568,30 @@ fn worker_command(
         wargs.push("--pythonpath".into());
         wargs.push(p.clone().into());
     }
-    if let Some(v) = &venv {
-        wargs.push("--virtualenv".into());
-        wargs.push(v.clone().into());
+    Ok((
+        WorkerCommand {
+            program: interpreter.executable.clone(),
+            args: wargs,
+            env,
+            cwd,
+        },
+        interpreter,
+    ))
+}
+
+/// A directory that is a virtualenv (it has `pyvenv.cfg`).
+fn virtualenv_dir(key: &str, v: &Path) -> Result<PathBuf, SettingsError> {
+    let dir = existing_dir(key, v)?;
+    if !dir.join("pyvenv.cfg").is_file() {
+        return Err(bad(
+            key,
+            format!(
+                "{} is not a virtualenv (no pyvenv.cfg); create one with python3 -m venv",
+                v.display()
+            ),
+        ));
     }
-    Ok(WorkerCommand {
-        program,
-        args: wargs,
-        env,
-        cwd,
-    })
+    Ok(dir)
 }
 
 #[cfg(test)]

@@ -45,8 +45,10 @@ pub async fn serve_with(
     activated: Vec<ActivatedSocket>,
     controls: Option<Controls>,
 ) -> Result<(), ServerError> {
-    let bound = Bound::bind(&cfg, activated)?;
+    // Signals first: once the pid file exists, a SIGTERM sent to the pid in it must stop
+    // the server cleanly (and remove the file), not kill it by the default action.
     let mut signals = Signals::install(controls).map_err(ServerError::Signals)?;
+    let bound = Bound::bind(&cfg, activated)?;
     let mut running = Running::start(cfg, bound, &signals);
     if !running.wait_ready(&mut signals).await? {
         return Ok(());

@@ -189,7 +189,7 @@ fn flag_overrides_env_var_and_config_file() {
 }
 
 /// Exactly one non-empty stderr line, naming `key`.
-fn one_line_naming(out: &crate::support::Finished, key: &str) {
+pub(crate) fn one_line_naming(out: &crate::support::Finished, key: &str) {
     assert!(!out.status.success(), "must fail:\n{out}");
     let lines = out.stderr_lines();
     assert_eq!(lines.len(), 1, "expected ONE stderr line:\n{out}");

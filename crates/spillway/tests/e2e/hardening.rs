@@ -406,7 +406,7 @@ fn the_pid_file_replaces_a_planted_symlink_and_leaves_its_target_alone() {
     let pid_file = b.dir().join("spillway.pid");
     std::os::unix::fs::symlink(&victim, &pid_file).unwrap();
     let mut srv = b.arg("--pid-file").arg(&pid_file).start();
-    // The pid file is written once the workers are up.
+    // The pid file is written before the workers start; a SIGTERM then is a clean stop.
     assert!(
         eventually(IO_TIMEOUT, || std::fs::symlink_metadata(&pid_file)
             .is_ok_and(|m| m.file_type().is_file())),

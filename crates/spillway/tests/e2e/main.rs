@@ -12,6 +12,7 @@ mod haproxy;
 mod hardening;
 mod http;
 mod input;
+mod interpreter;
 mod lifecycle;
 mod logs;
 mod metrics;

@@ -1,0 +1,5 @@
+"""`python -m spillway`: the same as the `spillway` command."""
+
+from spillway import main
+
+main()
