@@ -57,8 +57,8 @@ async fn handle(
         }
         (&Method::GET | &Method::HEAD, "/metrics") => reply(
             StatusCode::OK,
-            crate::metrics::CONTENT_TYPE,
-            crate::metrics::render(&state),
+            crate::exposition::CONTENT_TYPE,
+            crate::exposition::render(&state),
         ),
         (&Method::POST, "/reload") => {
             reload.send(crate::server::Control::Reload("admin endpoint"));

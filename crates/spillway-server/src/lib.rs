@@ -19,6 +19,7 @@ mod conn;
 mod devreload;
 mod dispatch;
 pub mod error;
+mod exposition;
 mod h1;
 mod link;
 mod listener;
