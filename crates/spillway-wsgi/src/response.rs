@@ -139,8 +139,12 @@ fn header_bytes(s: &Bound<'_, PyAny>, what: &str) -> PyResult<Bytes> {
     let s = s.cast::<PyString>().map_err(|_| {
         PyTypeError::new_err(format!("header {what} must be str, got {}", s.get_type()))
     })?;
-    // PyUnicode_AsLatin1String is in the stable ABI of every version the module supports
-    // (a borrowed UTF-8 view is not before 3.10), and it is the encoding WSGI prescribes.
+    // Nearly every header is ASCII: its UTF-8 view (borrowed, no Python object made) is
+    // its latin-1 bytes.
+    let text = s.to_str()?;
+    if text.is_ascii() {
+        return Ok(Bytes::copy_from_slice(text.as_bytes()));
+    }
     // SAFETY: `s` is a live str; the call returns a new reference, or NULL with an
     // exception set, which from_owned_ptr_or_err turns into an error.
     let encoded = unsafe {

@@ -312,7 +312,7 @@ pub struct ServeArgs {
     #[arg(long, value_name = "DIR", env = "SPILLWAY_VIRTUALENV")]
     pub virtualenv: Option<PathBuf>,
 
-    /// The Python interpreter workers run in (CPython 3.9 or newer). [default: the
+    /// The Python interpreter workers run in (CPython 3.10 or newer). [default: the
     /// interpreter spillway was installed with by pip; else the --virtualenv's python; else
     /// python3 on PATH]
     #[arg(long, value_name = "PATH", env = "SPILLWAY_PYTHON")]

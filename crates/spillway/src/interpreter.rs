@@ -49,8 +49,8 @@ pub struct Interpreter {
     pub chosen_by: &'static str,
 }
 
-/// The lowest minor version the stable-ABI worker module is built for (`abi3-py39`).
-pub const MIN_MINOR: u32 = 9;
+/// The lowest minor version the stable-ABI worker module is built for (`abi3-py310`).
+pub const MIN_MINOR: u32 = 10;
 
 /// Prints what `Interpreter` holds, one value per line, and whether the build is
 /// free-threaded (which cannot load an abi3 module). Run with `-S`: without `site` the
@@ -68,11 +68,11 @@ print(sys.implementation.name, sys.version_info[0], sys.version_info[1],
 /// are the worker's options. The module is loaded by path rather than imported so that an
 /// interpreter that does not have Spillway installed (`--python`, another virtualenv) runs
 /// the same code as the front: the module uses the stable ABI, valid for any CPython
-/// 3.9 or newer. `{EXIT}` is replaced by the exit status that means "could not start".
+/// 3.10 or newer. `{EXIT}` is replaced by the exit status that means "could not start".
 const WORKER_MAIN: &str = r#"# spillway worker (ps shows this line first)
 import sys
-if sys.implementation.name != 'cpython' or sys.version_info < (3, 9):
-    sys.stderr.write('spillway: workers need CPython 3.9 or newer; %s is %s %s\n' % (
+if sys.implementation.name != 'cpython' or sys.version_info < (3, 10):
+    sys.stderr.write('spillway: workers need CPython 3.10 or newer; %s is %s %s\n' % (
         sys.executable, sys.implementation.name, sys.version.split()[0]))
     sys.exit({EXIT})
 from importlib.machinery import ExtensionFileLoader as _Loader

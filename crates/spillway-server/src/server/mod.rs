@@ -185,6 +185,8 @@ struct Running {
     unix_paths: Vec<PathBuf>,
     pid_file: Option<PidFile>,
     started: Instant,
+    /// A reload asked for before every worker was ready: it follows once they are.
+    deferred_reload: Option<&'static str>,
 }
 
 impl Running {
@@ -292,6 +294,7 @@ impl Running {
             unix_paths: bound.unix_paths,
             pid_file: bound.pid_file,
             started: Instant::now(),
+            deferred_reload: None,
         }
     }
 
@@ -317,7 +320,10 @@ impl Running {
                     None => return Err(ServerError::WorkerStart("supervisor stopped".into())),
                 },
                 c = signals.next() => match c {
-                    Control::Reload(_) => tracing::info!("reload requested during start-up; ignored"),
+                    Control::Reload(source) => {
+                        tracing::info!(source, "reload requested during start-up; it follows once every worker is ready");
+                        self.deferred_reload = Some(source);
+                    }
                     Control::Stop(_) => { self.sup.stop(); return Ok(false); }
                     Control::Quit(_) => { self.sup.stop(); self.sup.kill_all(); return Ok(false); }
                 },
@@ -340,21 +346,15 @@ impl Running {
 
     /// Serves, reloading on request, until asked to stop.
     async fn run(&mut self, signals: &mut Signals) -> Stop {
+        if let Some(source) = self.deferred_reload.take() {
+            self.reload(source);
+        }
         loop {
             tokio::select! {
                 // Later slot events (restarts) are logged by the supervisor itself.
                 Some(_) = self.events.recv() => {}
                 c = signals.next() => match c {
-                    Control::Reload(source) => {
-                        tracing::info!(source, "reloading workers");
-                        if let Some(tls) = &self.tls {
-                            match tls.reload() {
-                                Ok(()) => tracing::info!("TLS certificates re-read; new handshakes use them"),
-                                Err(e) => tracing::error!(error = %e, "TLS certificates not reloaded; the ones in use stay"),
-                            }
-                        }
-                        spawn_reload(&self.sup, &self.cfg.notify);
-                    }
+                    Control::Reload(source) => self.reload(source),
                     Control::Stop(why) => return Stop::Graceful(why),
                     Control::Quit(why) => {
                         tracing::info!(signal = why, "stopping at once");
@@ -363,6 +363,20 @@ impl Running {
                 },
             }
         }
+    }
+
+    /// Re-reads the TLS certificates and starts a new generation of workers.
+    fn reload(&self, source: &'static str) {
+        tracing::info!(source, "reloading workers");
+        if let Some(tls) = &self.tls {
+            match tls.reload() {
+                Ok(()) => tracing::info!("TLS certificates re-read; new handshakes use them"),
+                Err(e) => {
+                    tracing::error!(error = %e, "TLS certificates not reloaded; the ones in use stay")
+                }
+            }
+        }
+        spawn_reload(&self.sup, &self.cfg.notify);
     }
 
     /// Drains (unless told to stop at once), then stops everything.

@@ -15,7 +15,7 @@ fn version_of(python: &Path) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
-/// CPython 3.9+ interpreters on this host other than `python3` on PATH (Debian's, pyenv's),
+/// CPython 3.10+ interpreters on this host other than `python3` on PATH (Debian's, pyenv's),
 /// at most `n`, one per version.
 fn other_interpreters(n: usize) -> Vec<PathBuf> {
     let default = version_of(Path::new("python3"));
@@ -35,7 +35,7 @@ fn other_interpreters(n: usize) -> Vec<PathBuf> {
             continue;
         }
         let ok = Command::new(&c)
-            .args(["-c", "import sys; sys.exit(sys.version_info < (3, 9))"])
+            .args(["-c", "import sys; sys.exit(sys.version_info < (3, 10))"])
             .status()
             .is_ok_and(|s| s.success());
         let v = version_of(&c);
@@ -107,7 +107,7 @@ fn python_names_the_interpreter_directly() {
         .pop()
         .unwrap_or_else(|| PathBuf::from("/usr/bin/python3"));
     if !python.exists() {
-        panic!("no CPython 3.9+ interpreter besides python3 and no /usr/bin/python3");
+        panic!("no CPython 3.10+ interpreter besides python3 and no /usr/bin/python3");
     }
     let srv = Spillway::new("apps/interpreter_probe.py:app")
         .arg("--python")
@@ -143,11 +143,11 @@ fn an_interpreter_workers_cannot_use_is_one_line_naming_python() {
             .arg(&old)
             .run();
         crate::cli::one_line_naming(&out, "--python");
-        assert!(out.stderr.contains("3.9 or newer"), "{out}");
+        assert!(out.stderr.contains("3.10 or newer"), "{out}");
     }
 }
 
-/// A CPython older than 3.9 (pyenv keeps some), if this host has one.
+/// A CPython older than 3.10 (pyenv keeps some), if this host has one.
 fn other_old_interpreter() -> Option<PathBuf> {
     let root = std::env::var_os("PYENV_ROOT")
         .map(PathBuf::from)
@@ -159,7 +159,7 @@ fn other_old_interpreter() -> Option<PathBuf> {
         .find(|p| {
             p.is_file()
                 && Command::new(p)
-                    .args(["-c", "import sys; sys.exit(sys.version_info >= (3, 9))"])
+                    .args(["-c", "import sys; sys.exit(sys.version_info >= (3, 10))"])
                     .status()
                     .is_ok_and(|s| s.success())
         })

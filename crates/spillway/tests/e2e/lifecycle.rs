@@ -531,6 +531,30 @@ fn no_ready_worker_means_maint_and_not_ready() {
 }
 
 #[test]
+fn a_reload_asked_for_during_start_up_follows_once_the_workers_are_ready() {
+    let srv = Spillway::new("apps/slow_import.py:app").start();
+    // The import waits for the file `go`: the server is still starting.
+    assert!(
+        srv.wait_output(WAIT, |e, _| e.contains("listening")),
+        "{}",
+        srv.report()
+    );
+    srv.signal("HUP");
+    assert!(
+        srv.wait_output(WAIT, |e, _| e.contains("reload requested during start-up")),
+        "{}",
+        srv.report()
+    );
+    std::fs::write(srv.dir().join("go"), b"").unwrap();
+    assert!(
+        srv.wait_output(WAIT, |e, _| e.contains(RELOADED)),
+        "the reload asked for during start-up never happened\n{}",
+        srv.report()
+    );
+    assert_eq!(get_ok(srv.addr(), "/").text(), "ok");
+}
+
+#[test]
 fn status_document_has_every_field() {
     let srv = Spillway::new("apps/lifecycle.py:app")
         .workers(2)
