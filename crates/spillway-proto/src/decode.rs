@@ -220,52 +220,54 @@ fn decode_frame(mut frame: Bytes) -> Result<Frame, FrameError> {
                 head: Box::new(ResponseHead { status, headers }),
             }
         }
-        Kind::RequestHead => {
-            let protocol = match p.u8()? {
-                0 => Protocol::Http10,
-                1 => Protocol::Http11,
-                2 => Protocol::Http2,
-                v => return Err(p.bad("protocol", v as u64)),
-            };
-            let scheme = match p.u8()? {
-                0 => Scheme::Http,
-                1 => Scheme::Https,
-                v => return Err(p.bad("scheme", v as u64)),
-            };
-            let expect_continue = match p.u8()? {
-                0 => false,
-                1 => true,
-                v => return Err(p.bad("expect_continue", v as u64)),
-            };
-            let body = match p.u8()? {
-                0 => BodyKind::Empty,
-                1 => BodyKind::Length(p.u64()?),
-                2 => BodyKind::Chunked,
-                v => return Err(p.bad("body", v as u64)),
-            };
-            let head = RequestHead {
-                method: p.bytes32()?,
-                script_name: p.bytes32()?,
-                path_info: p.bytes32()?,
-                query_string: p.bytes32()?,
-                server_name: p.bytes32()?,
-                server_port: p.bytes32()?,
-                remote_addr: p.bytes32()?,
-                remote_port: p.bytes32()?,
-                protocol,
-                scheme,
-                body,
-                expect_continue,
-                headers: p.pairs()?,
-            };
-            Frame::RequestHead {
-                stream,
-                head: Box::new(head),
-            }
-        }
+        Kind::RequestHead => Frame::RequestHead {
+            stream,
+            head: Box::new(request_head(&mut p)?),
+        },
     };
     p.finish()?;
     Ok(f)
+}
+
+/// The payload of a `RequestHead` frame.
+fn request_head(p: &mut Payload) -> Result<RequestHead, FrameError> {
+    let protocol = match p.u8()? {
+        0 => Protocol::Http10,
+        1 => Protocol::Http11,
+        2 => Protocol::Http2,
+        v => return Err(p.bad("protocol", v as u64)),
+    };
+    let scheme = match p.u8()? {
+        0 => Scheme::Http,
+        1 => Scheme::Https,
+        v => return Err(p.bad("scheme", v as u64)),
+    };
+    let expect_continue = match p.u8()? {
+        0 => false,
+        1 => true,
+        v => return Err(p.bad("expect_continue", v as u64)),
+    };
+    let body = match p.u8()? {
+        0 => BodyKind::Empty,
+        1 => BodyKind::Length(p.u64()?),
+        2 => BodyKind::Chunked,
+        v => return Err(p.bad("body", v as u64)),
+    };
+    Ok(RequestHead {
+        method: p.bytes32()?,
+        script_name: p.bytes32()?,
+        path_info: p.bytes32()?,
+        query_string: p.bytes32()?,
+        server_name: p.bytes32()?,
+        server_port: p.bytes32()?,
+        remote_addr: p.bytes32()?,
+        remote_port: p.bytes32()?,
+        protocol,
+        scheme,
+        body,
+        expect_continue,
+        headers: p.pairs()?,
+    })
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 //! every worker loads this module into the application's interpreter.
 
 mod cli;
+mod config_file;
 pub mod interpreter;
 #[cfg(feature = "python")]
 mod python;
@@ -39,7 +40,7 @@ fn init_logging(level: &str, format: &str) {
 /// A clap error as one line; a bad value that came from `SPILLWAY_*` names that variable.
 fn one_line_error(e: &clap::Error) -> String {
     use clap::error::{ContextKind, ContextValue};
-    let first = settings::first_line(e);
+    let first = config_file::first_line(e);
     let Some(ContextValue::String(arg)) = e.get(ContextKind::InvalidArg) else {
         return first;
     };
@@ -68,7 +69,7 @@ pub fn main(argv: Vec<std::ffi::OsString>, host: &interpreter::Host) -> ExitCode
         print_version(host);
         return ExitCode::SUCCESS;
     }
-    let cli = match settings::parse(argv) {
+    let cli = match config_file::parse(argv) {
         Ok(cli) => cli,
         Err(settings::SettingsError::Clap(e)) => {
             use clap::error::ErrorKind;

@@ -11,11 +11,14 @@
 
 mod buffer;
 mod exchange;
+mod front;
 mod h2;
 mod prefixed;
 mod proxy;
+mod start;
 
-use prefixed::Prefixed;
+pub(crate) use front::Front;
+pub(crate) use start::{serve_connection, serve_tls_connection};
 
 use std::mem::MaybeUninit;
 use std::sync::Arc;
@@ -26,83 +29,11 @@ use spillway_proto::RequestHead;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
-use crate::access_log::{AccessLogger, AccessRecord};
-use crate::config::{HttpVersions, ServerConfig};
-use crate::dispatch::Workers;
+use crate::access_log::AccessRecord;
 use crate::error::Answer;
-use crate::h1::head::{self, Framing, HeadLimits};
+use crate::h1::head::{self, Framing};
 use crate::h1::response::{encode_answer, Reply};
-use crate::metrics::Metrics;
-use crate::request::{build_head, request_id_of, HeadView, Peer, RequestPolicy};
-use crate::tls::TlsState;
-
-/// What every connection shares: configuration, the workers, the access log.
-pub(crate) struct Front {
-    pub cfg: ServerConfig,
-    pub policy: RequestPolicy,
-    pub limits: HeadLimits,
-    pub workers: Arc<Workers>,
-    pub access_log: Option<AccessLogger>,
-    /// Request metrics, when they are served (`--admin`).
-    pub metrics: Option<Arc<Metrics>>,
-    /// The access log's format logs `Referer` and `User-Agent`.
-    pub log_agents: bool,
-    /// `timeout=N`, for `Keep-Alive`.
-    pub keep_alive_value: Bytes,
-}
-
-impl Front {
-    /// The shared state of every connection, from the configuration.
-    pub fn new(
-        cfg: ServerConfig,
-        workers: Arc<Workers>,
-        access_log: Option<AccessLogger>,
-        metrics: Option<Arc<Metrics>>,
-    ) -> Front {
-        Front {
-            policy: RequestPolicy {
-                root_path: cfg.root_path.clone(),
-                limit_request_field_size: cfg.limit_request_field_size,
-                forwarded_allow_ips: cfg.forwarded_allow_ips.clone(),
-            },
-            limits: HeadLimits {
-                target: cfg.limit_request_line,
-                fields: cfg.limit_request_fields,
-                field_size: cfg.limit_request_field_size,
-            },
-            keep_alive_value: Bytes::from(format!("timeout={}", cfg.keep_alive.as_secs())),
-            log_agents: access_log.is_some()
-                && cfg.access_log_format != crate::config::AccessLogFormat::Default,
-            cfg,
-            workers,
-            access_log,
-            metrics,
-        }
-    }
-
-    /// Whether requests are timed and recorded (for the access log or the metrics); the
-    /// clock is not read per request otherwise.
-    pub fn records(&self) -> bool {
-        self.access_log.is_some() || self.metrics.is_some()
-    }
-
-    /// A request is over: its metrics and its access-log line.
-    pub fn finish(&self, r: AccessRecord) {
-        if let Some(m) = &self.metrics {
-            m.response(r.status, r.origin);
-            m.request_duration.observe(r.started.elapsed());
-            if r.dispatched.is_some() {
-                m.queue_wait.observe(r.queued);
-            }
-            if let Some(a) = r.application {
-                m.application_time.observe(a);
-            }
-        }
-        if let Some(log) = &self.access_log {
-            log.write(r);
-        }
-    }
-}
+use crate::request::{build_head, request_id_of, HeadView, Peer};
 
 /// Read-ahead kept while a request is in flight: enough to see the next pipelined head and
 /// the client's FIN, not enough to buffer an upload nobody asked for.
@@ -151,124 +82,6 @@ pub(crate) struct Conn<S> {
     draining: watch::Receiver<bool>,
     is_draining: bool,
     accepted: Instant,
-}
-
-/// Serves one cleartext client connection until it closes, times out, or the server
-/// drains. `slot` is held while the connection serves (it counts against
-/// `--max-connections`).
-pub(crate) async fn serve_connection<S, T>(
-    mut io: S,
-    mut peer: Peer,
-    front: Arc<Front>,
-    draining: watch::Receiver<bool>,
-    slot: T,
-) where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    T: Send + 'static,
-{
-    let accepted = Instant::now();
-    let mut rbuf = BytesMut::with_capacity(8 * 1024);
-    if front.cfg.proxy_protocol && !proxy::read_header(&mut io, &mut peer, &front, &mut rbuf).await
-    {
-        return;
-    }
-    if front.cfg.http != HttpVersions::Http1 {
-        let deadline = accepted + front.cfg.header_timeout;
-        match sniff_h2c(&mut io, &mut rbuf, deadline).await {
-            Some(true) => {
-                h2::serve(Prefixed::new(rbuf.freeze(), io), peer, front, draining).await;
-                drop(slot);
-                return;
-            }
-            Some(false) if front.cfg.http == HttpVersions::Http2 => {
-                tracing::debug!(client = %peer.label, "not the HTTP/2 preface and --http is 2; closing");
-                return;
-            }
-            Some(false) => {}
-            None => return,
-        }
-    }
-    serve_h1(io, rbuf, peer, front, draining, accepted, slot).await;
-}
-
-/// Serves one connection to a TLS listener: the PROXY header (before the handshake, as
-/// HAProxy sends it), the handshake within `--header-timeout`, then HTTP/2 if ALPN chose
-/// it, else HTTP/1.1.
-pub(crate) async fn serve_tls_connection<T: Send + 'static>(
-    mut tcp: tokio::net::TcpStream,
-    mut peer: Peer,
-    front: Arc<Front>,
-    draining: watch::Receiver<bool>,
-    slot: T,
-    tls: Arc<TlsState>,
-) {
-    let accepted = Instant::now();
-    let mut rbuf = BytesMut::new();
-    if front.cfg.proxy_protocol && !proxy::read_header(&mut tcp, &mut peer, &front, &mut rbuf).await
-    {
-        return;
-    }
-    let deadline = accepted + front.cfg.header_timeout;
-    let handshake = tls.acceptor().accept(Prefixed::new(rbuf.freeze(), tcp));
-    let stream = match tokio::time::timeout_at(deadline.into(), handshake).await {
-        Ok(Ok(s)) => s,
-        failed => {
-            if let Some(m) = &front.metrics {
-                m.tls_handshake_failures
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            }
-            let why = match failed {
-                Ok(Err(e)) => e.to_string(),
-                _ => "no handshake within --header-timeout".to_owned(),
-            };
-            tracing::debug!(client = %peer.label, error = %why, "TLS handshake failed");
-            return;
-        }
-    };
-    let session = crate::tls::session_of(stream.get_ref().1);
-    let h2 = session.h2;
-    peer.tls = Some(Arc::new(session));
-    if h2 {
-        h2::serve(stream, peer, front, draining).await;
-        drop(slot);
-    } else if front.cfg.http == HttpVersions::Http2 {
-        tracing::debug!(client = %peer.label, "TLS client did not choose h2 and --http is 2; closing");
-    } else {
-        serve_h1(
-            stream,
-            BytesMut::new(),
-            peer,
-            front,
-            draining,
-            accepted,
-            slot,
-        )
-        .await;
-    }
-}
-
-/// Whether a cleartext connection starts with the HTTP/2 preface (prior knowledge, RFC
-/// 9113 §3.3): reads until the bytes stop matching it or all of it is there. `None`: the
-/// client left or stalled past `deadline`.
-async fn sniff_h2c<S: AsyncRead + Unpin>(
-    io: &mut S,
-    rbuf: &mut BytesMut,
-    deadline: Instant,
-) -> Option<bool> {
-    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-    loop {
-        let n = rbuf.len().min(PREFACE.len());
-        if rbuf[..n] != PREFACE[..n] {
-            return Some(false);
-        }
-        if n == PREFACE.len() {
-            return Some(true);
-        }
-        match tokio::time::timeout_at(deadline.into(), read_more(io, rbuf)).await {
-            Ok(0) | Err(_) => return None,
-            Ok(_) => {}
-        }
-    }
 }
 
 /// HTTP/1.1 on a connection whose first bytes (`rbuf`) may already be read.

@@ -1,0 +1,81 @@
+//! What every connection shares: the configuration, the admission pool, the access log
+//! and the request metrics, and how a finished request is recorded in the last two.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::access_log::{AccessLogger, AccessRecord};
+use crate::config::ServerConfig;
+use crate::dispatch::Workers;
+use crate::h1::head::HeadLimits;
+use crate::metrics::Metrics;
+use crate::request::RequestPolicy;
+
+/// What every connection shares: configuration, the workers, the access log.
+pub(crate) struct Front {
+    pub cfg: ServerConfig,
+    pub policy: RequestPolicy,
+    pub limits: HeadLimits,
+    pub workers: Arc<Workers>,
+    pub access_log: Option<AccessLogger>,
+    /// Request metrics, when they are served (`--admin`).
+    pub metrics: Option<Arc<Metrics>>,
+    /// The access log's format logs `Referer` and `User-Agent`.
+    pub log_agents: bool,
+    /// `timeout=N`, for `Keep-Alive`.
+    pub keep_alive_value: Bytes,
+}
+
+impl Front {
+    /// The shared state of every connection, from the configuration.
+    pub fn new(
+        cfg: ServerConfig,
+        workers: Arc<Workers>,
+        access_log: Option<AccessLogger>,
+        metrics: Option<Arc<Metrics>>,
+    ) -> Front {
+        Front {
+            policy: RequestPolicy {
+                root_path: cfg.root_path.clone(),
+                limit_request_field_size: cfg.limit_request_field_size,
+                forwarded_allow_ips: cfg.forwarded_allow_ips.clone(),
+            },
+            limits: HeadLimits {
+                target: cfg.limit_request_line,
+                fields: cfg.limit_request_fields,
+                field_size: cfg.limit_request_field_size,
+            },
+            keep_alive_value: Bytes::from(format!("timeout={}", cfg.keep_alive.as_secs())),
+            log_agents: access_log.is_some()
+                && cfg.access_log_format != crate::config::AccessLogFormat::Default,
+            cfg,
+            workers,
+            access_log,
+            metrics,
+        }
+    }
+
+    /// Whether requests are timed and recorded (for the access log or the metrics); the
+    /// clock is not read per request otherwise.
+    pub fn records(&self) -> bool {
+        self.access_log.is_some() || self.metrics.is_some()
+    }
+
+    /// A request is over: its metrics and its access-log line.
+    pub fn finish(&self, r: AccessRecord) {
+        if let Some(m) = &self.metrics {
+            m.response(r.status, r.origin);
+            m.request_duration.observe(r.started.elapsed());
+            if r.dispatched.is_some() {
+                m.queue_wait.observe(r.queued);
+            }
+            if let Some(a) = r.application {
+                m.application_time.observe(a);
+            }
+        }
+        if let Some(log) = &self.access_log {
+            log.write(r);
+        }
+    }
+}
