@@ -456,30 +456,30 @@ pub(crate) fn log_app_error(
         Some((k, v)) if k.as_ref() == b"HTTP_X_REQUEST_ID" => escape(v),
         _ => String::new(),
     };
-    match crate::abort::cause(py, e) {
-        crate::abort::Cause::Application => {}
-        crate::abort::Cause::Client => {
-            if crate::abort::may_log_client_failure() {
-                tracing::warn!(
-                    worker = ctx.pid,
-                    method = %escape(method),
-                    path = %escape(path),
-                    request_id = %request_id,
-                    "the client went away or broke its request body while the application read it (logged at most once a second)"
-                );
-            }
-            return;
-        }
-        crate::abort::Cause::Timeout => {
+    // Failures that are not the application's: one WARN line (rate-limited for clients),
+    // no traceback.
+    let expected = match crate::abort::cause(py, e) {
+        crate::abort::Cause::Application => None,
+        crate::abort::Cause::Client => Some((
+            crate::abort::may_log_client_failure(),
+            "the client went away or broke its request body while the application read it (logged at most once a second)",
+        )),
+        crate::abort::Cause::Timeout => Some((
+            true,
+            "request interrupted: it ran past --timeout (the client got 504); its thread is free again",
+        )),
+    };
+    if let Some((log, what)) = expected {
+        if log {
             tracing::warn!(
                 worker = ctx.pid,
                 method = %escape(method),
                 path = %escape(path),
                 request_id = %request_id,
-                "request interrupted: it ran past --timeout (the client got 504); its thread is free again"
+                "{what}"
             );
-            return;
         }
+        return;
     }
     let text = crate::traceback(py, ctx.format_exception.bind(py), e);
     // The fields go in the first line (the one operators grep); the traceback follows.

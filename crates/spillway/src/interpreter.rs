@@ -35,6 +35,17 @@ pub enum InterpreterError {
     Unsuitable(String),
 }
 
+/// An [`InterpreterError`] and the option whose value led to it (`--python` when a default
+/// did), so the one-line report can name what to change.
+#[derive(Debug, thiserror::Error)]
+#[error("{option}: {error}")]
+pub struct ChoiceError {
+    /// `--python`, `--virtualenv` or `VIRTUAL_ENV`.
+    pub option: &'static str,
+    /// What is wrong with the interpreter.
+    pub error: InterpreterError,
+}
+
 /// The interpreter workers run in, as it describes itself.
 #[derive(Debug, Clone)]
 pub struct Interpreter {
@@ -97,7 +108,7 @@ pub fn choose(
     virtualenv: Option<&Path>,
     virtual_env_var: Option<&Path>,
     host: &Host,
-) -> Result<Interpreter, InterpreterError> {
+) -> Result<Interpreter, ChoiceError> {
     let venv_python = |dir: &Path| {
         let p = dir.join("bin").join("python");
         if p.exists() {
@@ -109,18 +120,23 @@ pub fn choose(
             )))
         }
     };
-    let (path, chosen_by) = if let Some(p) = python {
-        (find(p)?, "--python")
+    let (path, chosen_by, option) = if let Some(p) = python {
+        (find(p), "--python", "--python")
     } else if let Some(v) = virtualenv {
-        (venv_python(v)?, "--virtualenv")
+        (venv_python(v), "--virtualenv", "--virtualenv")
     } else if let Some(p) = &host.python {
-        (p.clone(), "the interpreter spillway was installed with")
+        (
+            Ok(p.clone()),
+            "the interpreter spillway was installed with",
+            "--python",
+        )
     } else if let Some(v) = virtual_env_var {
-        (venv_python(v)?, "VIRTUAL_ENV")
+        (venv_python(v), "VIRTUAL_ENV", "VIRTUAL_ENV")
     } else {
-        (find(Path::new("python3"))?, "python3 on PATH")
+        (find(Path::new("python3")), "python3 on PATH", "--python")
     };
-    probe(&path, chosen_by)
+    path.and_then(|p| probe(&p, chosen_by))
+        .map_err(|error| ChoiceError { option, error })
 }
 
 /// A bare name is looked up on PATH; a path must exist.

@@ -146,7 +146,7 @@ fn print_version(host: &interpreter::Host) {
             i.prefix,
             i.chosen_by
         ),
-        Err(e) => println!("workers: {e}"),
+        Err(e) => println!("workers: {}", e.error),
     }
 }
 

@@ -360,22 +360,13 @@ fn worker_command(
         }
         _ => None,
     };
-    let key = if args.python.is_some() {
-        "--python"
-    } else if venv.is_some() {
-        "--virtualenv"
-    } else if venv_var.is_some() {
-        "VIRTUAL_ENV"
-    } else {
-        "--python"
-    };
     let interpreter = interpreter::choose(
         args.python.as_deref(),
         venv.as_deref(),
         venv_var.as_deref(),
         host,
     )
-    .map_err(|e| bad(key, e.to_string()))?;
+    .map_err(|e| bad(e.option, e.error.to_string()))?;
     let module = interpreter::worker_module(host).map_err(|e| bad("spillway", e.to_string()))?;
     let mut env = Vec::new();
     for kv in &args.env {

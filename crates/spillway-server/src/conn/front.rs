@@ -8,6 +8,7 @@ use bytes::Bytes;
 use crate::access_log::{AccessLogger, AccessRecord};
 use crate::config::ServerConfig;
 use crate::dispatch::Workers;
+use crate::error::Answer;
 use crate::h1::head::HeadLimits;
 use crate::metrics::Metrics;
 use crate::request::RequestPolicy;
@@ -60,6 +61,25 @@ impl Front {
     /// clock is not read per request otherwise.
     pub fn records(&self) -> bool {
         self.access_log.is_some() || self.metrics.is_some()
+    }
+
+    /// `Retry-After` seconds for an answer that refuses the request for now.
+    pub fn retry_after(&self, answer: Answer) -> Option<u64> {
+        matches!(answer, Answer::Refused(_)).then(|| self.workers.retry_after_secs())
+    }
+
+    /// A request the front answered itself is over (`head_method`: no body was sent).
+    pub fn finish_answer(&self, record: Option<AccessRecord>, answer: Answer, head_method: bool) {
+        if let Some(mut r) = record {
+            r.status = answer.status();
+            r.origin = answer.origin();
+            r.bytes = if head_method {
+                0
+            } else {
+                answer.body().len() as u64
+            };
+            self.finish(r);
+        }
     }
 
     /// A request is over: its metrics and its access-log line.

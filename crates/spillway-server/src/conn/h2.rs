@@ -323,18 +323,8 @@ fn finish_answer(
     request_id: &[u8],
     is_head: bool,
 ) -> Response<Body> {
-    if let Some(mut r) = record {
-        r.status = answer.status();
-        r.origin = answer.origin();
-        r.bytes = if is_head {
-            0
-        } else {
-            answer.body().len() as u64
-        };
-        front.finish(r);
-    }
-    let retry_after =
-        matches!(answer, Answer::Refused(_)).then(|| front.workers.retry_after_secs());
+    front.finish_answer(record, answer, is_head);
+    let retry_after = front.retry_after(answer);
     answer_response(answer, retry_after, request_id, is_head)
 }
 

@@ -420,27 +420,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         let mut reply = *reply;
         reply.keep_alive &= !self.draining_now();
         let reply = &reply;
-        let retry_after =
-            matches!(answer, Answer::Refused(_)).then(|| self.front.workers.retry_after_secs());
         let close = encode_answer(
             answer,
-            retry_after,
+            self.front.retry_after(answer),
             reply,
             &self.front.keep_alive_value,
             request_id,
             &mut self.wbuf,
         );
         let written = self.flush().await;
-        if let Some(mut r) = record {
-            r.status = answer.status();
-            r.origin = answer.origin();
-            r.bytes = if reply.head_method {
-                0
-            } else {
-                answer.body().len() as u64
-            };
-            self.front.finish(r);
-        }
+        self.front.finish_answer(record, answer, reply.head_method);
         written && !close
     }
 
