@@ -181,6 +181,9 @@ pub struct ServerConfig {
     pub body_buffer: u64,
     /// Longest time a client may send no request-body bytes; longer gets 408.
     pub body_timeout: Duration,
+    /// Bytes a second a streamed body must average while the application waits for it
+    /// (0: no minimum); slower gets 408.
+    pub body_min_rate: u64,
     /// Replace a worker after this many requests (0: never).
     pub max_requests: u64,
     /// Random extra requests (0..=jitter) per worker, so workers do not retire together.

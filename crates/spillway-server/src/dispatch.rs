@@ -3,9 +3,17 @@
 //! receives the response, and grants response credit as the client takes the bytes.
 //! Dropping an [`Exchange`] before the response ended cancels the stream on the worker, so
 //! a client that leaves never keeps Python busy.
+//!
+//! The rules every protocol keeps live here, once: the reply order (a head, then body,
+//! then the end), the application's declared `Content-Length` (excess dropped, a short
+//! body fails the response), the deadlines (the response must start and keep coming
+//! within `--timeout`, a streamed upload must keep pace, see [`Upload`]), and what a
+//! break costs the worker (it is retired). HTTP/1.1 and HTTP/2 only put the replies on
+//! their wire.
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use spillway_proto::{
@@ -16,6 +24,7 @@ use spillway_proto::{
 use crate::error::Answer;
 use crate::link::{Event, Inbox, OpenError, WorkerLink};
 use crate::pool::Pool;
+use crate::upload::{Stall, Upload};
 
 /// The workers as requests see them.
 pub(crate) type Workers = Pool<Arc<WorkerLink>>;
@@ -43,8 +52,10 @@ pub(crate) enum Failure {
     Aborted,
     /// The worker died.
     WorkerLost,
-    /// The worker broke the frame or credit rules.
+    /// The worker broke the frame, credit or reply-order rules.
     Broken,
+    /// The application ended the body short of its `Content-Length`.
+    Short,
 }
 
 impl Failure {
@@ -52,9 +63,30 @@ impl Failure {
     pub fn answer(self) -> Answer {
         match self {
             Failure::WorkerLost => Answer::WorkerLost,
-            Failure::Aborted | Failure::Broken => Answer::WorkerBroken,
+            Failure::Aborted | Failure::Broken | Failure::Short => Answer::WorkerBroken,
         }
     }
+}
+
+/// The deadlines of an exchange, from the configuration.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Deadlines {
+    /// `--timeout`: until the response starts, between its pieces, and for the client to
+    /// take each piece.
+    pub response: Duration,
+    /// `--body-timeout`: longest silence of a client streaming its body.
+    pub body: Duration,
+    /// `--body-min-rate`: bytes a second a streamed body must average (0: no minimum).
+    pub body_min_rate: u64,
+}
+
+/// Where the response stands, for the reply-order rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// No head yet.
+    Waiting,
+    /// The head came; `left`: body bytes still owed by the declared `Content-Length`.
+    Streaming { left: Option<u64> },
 }
 
 /// A request in flight on a worker.
@@ -70,14 +102,30 @@ pub(crate) struct Exchange {
     undelivered: bool,
     /// The worker ended the stream (or died): nothing to cancel on drop.
     finished: bool,
+    phase: Phase,
+    /// A `HEAD` request: its response has no body, whatever it declares.
+    head_method: bool,
+    /// The application wrote past its `Content-Length`.
+    overran: bool,
+    deadlines: Deadlines,
+    /// When the response must start (or its next piece come) by.
+    due: Instant,
+    upload: Upload,
+    request_id: Bytes,
 }
 
 impl Exchange {
     /// Waits for a thread (admission) and opens the request on its worker. A worker that
     /// died between admission and opening is skipped: only requests already in flight on
     /// a dead worker get 502.
-    pub async fn start(workers: &Workers, head: RequestHead) -> Result<Exchange, Answer> {
+    pub async fn start(
+        workers: &Workers,
+        head: RequestHead,
+        deadlines: Deadlines,
+    ) -> Result<Exchange, Answer> {
         let expect_continue = head.expect_continue;
+        let head_method = head.method.as_ref() == b"HEAD";
+        let request_id = crate::request::request_id_of(&head);
         let mut head = Box::new(head);
         loop {
             let lease = workers.acquire().await.map_err(Answer::Refused)?;
@@ -96,6 +144,13 @@ impl Exchange {
                         recv: RecvWindow::new(INITIAL_RESPONSE_WINDOW, INITIAL_RESPONSE_WINDOW),
                         undelivered: false,
                         finished: false,
+                        phase: Phase::Waiting,
+                        head_method,
+                        overran: false,
+                        deadlines,
+                        due: Instant::now() + deadlines.response,
+                        upload: Upload::new(deadlines.body, deadlines.body_min_rate),
+                        request_id,
                     })
                 }
                 Err(OpenError::Dead(mut claim, returned)) => {
@@ -136,12 +191,43 @@ impl Exchange {
 
     fn apply(&mut self, ev: Event) -> Reply {
         match ev {
-            Event::Head(h) => Reply::Head(h),
+            Event::Head(h) => {
+                if self.phase != Phase::Waiting {
+                    return self.broken("sent a second response head");
+                }
+                let left = if self.head_method {
+                    None
+                } else {
+                    declared_length(h.status, &h.headers)
+                };
+                self.phase = Phase::Streaming { left };
+                self.due = Instant::now() + self.deadlines.response;
+                Reply::Head(h)
+            }
             Event::Body(b) => {
                 if self.recv.received(b.len()).is_err() {
                     return self.broken("sent more response body than it was granted");
                 }
+                let Phase::Streaming { left } = &mut self.phase else {
+                    return self.broken("sent a body before a head");
+                };
                 self.undelivered = true;
+                self.due = Instant::now() + self.deadlines.response;
+                let mut b = b;
+                if let Some(left) = left {
+                    if b.len() as u64 > *left {
+                        if !self.overran {
+                            tracing::warn!(
+                                worker = self.link.pid,
+                                request_id = %String::from_utf8_lossy(&self.request_id),
+                                "the application sent more than its Content-Length; the excess is dropped"
+                            );
+                        }
+                        self.overran = true;
+                        b.truncate(*left as usize);
+                    }
+                    *left -= b.len() as u64;
+                }
                 Reply::Body(b)
             }
             Event::BodyCredit(n) => {
@@ -150,10 +236,23 @@ impl Exchange {
                 }
                 Reply::Credit
             }
-            Event::End => {
-                self.finished = true;
-                Reply::End
-            }
+            Event::End => match self.phase {
+                Phase::Waiting => self.broken("ended a response it never started"),
+                Phase::Streaming { left: Some(n) } if n > 0 => {
+                    tracing::warn!(
+                        worker = self.link.pid,
+                        request_id = %String::from_utf8_lossy(&self.request_id),
+                        missing = n,
+                        "the application sent less than its Content-Length; the response is cut"
+                    );
+                    self.finished = true;
+                    Reply::Failed(Failure::Short)
+                }
+                Phase::Streaming { .. } => {
+                    self.finished = true;
+                    Reply::End
+                }
+            },
             Event::Abort => {
                 self.finished = true;
                 Reply::Failed(Failure::Aborted)
@@ -165,19 +264,92 @@ impl Exchange {
         }
     }
 
+    /// The worker broke a rule: the request fails, and the worker is replaced, whatever
+    /// the rule (a worker that breaks one cannot be trusted with the next request).
     fn broken(&mut self, what: &str) -> Reply {
         tracing::error!(
             worker = self.link.pid,
             generation = self.link.generation,
+            request_id = %String::from_utf8_lossy(&self.request_id),
             "the worker {what}; the request fails and its worker is replaced"
         );
         self.link.request_retire(
             crate::metrics::Recycle::Protocol,
-            format!("broke the credit rules: it {what}"),
+            format!("broke the frame protocol: it {what}"),
         );
         self.link.cancel(self.stream);
         self.finished = true;
         Reply::Failed(Failure::Broken)
+    }
+
+    /// The application wrote past its `Content-Length` (the excess was dropped).
+    pub fn overran(&self) -> bool {
+        self.overran
+    }
+
+    /// When the response must start, or its next piece come, or the client take the last
+    /// one, by.
+    pub fn due(&self) -> Instant {
+        self.due
+    }
+
+    /// The request body moved (the client's time, not the application's): the response
+    /// deadline counts from now.
+    pub fn upload_progress(&mut self) {
+        if self.phase == Phase::Waiting {
+            self.due = Instant::now() + self.deadlines.response;
+        }
+    }
+
+    /// Whether the application now waits for request-body bytes the client has yet to
+    /// send; while it does, when the client must have sent more by.
+    pub fn awaiting_body(&mut self, waiting: bool) -> Option<Instant> {
+        self.upload.wait(waiting, Instant::now())
+    }
+
+    /// `n` request-body bytes came from the client while the application waited.
+    pub fn body_arrived(&mut self, n: usize) {
+        self.upload.received(n, Instant::now());
+    }
+
+    /// The client streaming its body missed its due time: the answer, 408 (the client
+    /// gets it if nothing was answered yet); dropping the exchange then frees the thread.
+    pub fn body_stalled(&self, client: &str) -> Answer {
+        let why = match self.upload.stall(Instant::now()) {
+            Stall::Silent => "no request-body bytes within --body-timeout",
+            Stall::TooSlow => "request body slower than --body-min-rate",
+        };
+        crate::error::client_body_error(client, Answer::BodyTimeout, why);
+        Answer::BodyTimeout
+    }
+
+    /// The response did not start, or stalled, or the client did not take it, within
+    /// `--timeout`: the Python thread is marked stuck and told to stop. The answer for
+    /// the client if no head was sent yet; `None`: cut what was sent.
+    pub fn time_out(&mut self, client: &str, what: Stalled) -> Option<Answer> {
+        let w = &self.link;
+        let timeout_s = self.deadlines.response.as_secs();
+        let request_id = String::from_utf8_lossy(&self.request_id);
+        let waiting = self.phase == Phase::Waiting;
+        match (what, waiting) {
+            (Stalled::Application, true) => {
+                tracing::warn!(client, worker = w.pid, generation = w.generation, timeout_s, origin = %Answer::TimedOut.origin(), request_id = %request_id, "request timed out; 504; its worker thread is marked stuck")
+            }
+            (Stalled::Application, false) => {
+                tracing::warn!(client, worker = w.pid, generation = w.generation, timeout_s, request_id = %request_id, "response body stalled past the request timeout; cutting it; worker thread marked stuck")
+            }
+            (Stalled::Client, _) => {
+                tracing::warn!(client, worker = w.pid, generation = w.generation, timeout_s, request_id = %request_id, "client stopped reading the response; cutting it")
+            }
+        }
+        if !self.finished {
+            match what {
+                Stalled::Application => self.link.mark_stuck(self.stream),
+                Stalled::Client => self.link.cancel(self.stream),
+            }
+            self.finished = true;
+        }
+        waiting.then_some(Answer::TimedOut)
     }
 
     /// Request-body bytes the worker will accept now.
@@ -217,15 +389,27 @@ impl Exchange {
             self.link.grant_response(self.stream, grant);
         }
     }
+}
 
-    /// The response did not start (or stalled) within `--timeout`: the Python thread is
-    /// marked stuck and told to stop, and the exchange is over for the client.
-    pub fn time_out(&mut self) {
-        if !self.finished {
-            self.link.mark_stuck(self.stream);
-            self.finished = true;
-        }
+/// Who stalled an exchange past `--timeout`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stalled {
+    /// The application did not answer, or stopped midway.
+    Application,
+    /// The client did not take the response.
+    Client,
+}
+
+/// The body length a response head promises: its first valid `Content-Length`, unless
+/// the status has no body.
+pub(crate) fn declared_length(status: u16, headers: &[(Bytes, Bytes)]) -> Option<u64> {
+    if status < 200 || status == 204 || status == 304 {
+        return None;
     }
+    headers
+        .iter()
+        .filter(|(k, _)| k.eq_ignore_ascii_case(b"content-length"))
+        .find_map(|(_, v)| crate::h1::response::parse_length(v))
 }
 
 impl Drop for Exchange {

@@ -36,6 +36,7 @@ mod supervisor;
 pub mod systemd;
 mod tls;
 pub mod trusted;
+mod upload;
 
 /// The HTTP/1.1 parsers, for the cargo-fuzz targets in `fuzz/`; not an API.
 #[doc(hidden)]

@@ -18,6 +18,7 @@ pub mod defaults {
     pub const HEADER_TIMEOUT: u64 = 10;
     pub const BODY_BUFFER: &str = "16M";
     pub const BODY_TIMEOUT: u64 = 60;
+    pub const BODY_MIN_RATE: u64 = 1024;
     pub const GRACEFUL_TIMEOUT: u64 = 30;
     pub const MAX_QUEUE: u32 = 1024;
     pub const QUEUE_TIMEOUT: u64 = 30;
@@ -160,6 +161,14 @@ pub struct ServeArgs {
     #[arg(long, value_name = "SECS", env = "SPILLWAY_BODY_TIMEOUT", default_value_t = defaults::BODY_TIMEOUT,
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub body_timeout: u64,
+
+    /// Bytes a second a client must average while the application waits for a body it
+    /// streams (one over --body-buffer, or sent after `Expect: 100-continue`, over HTTP/1.1
+    /// or HTTP/2), after a 5-second grace; slower gets 408 and the Python thread is freed.
+    /// 0: only --body-timeout applies.
+    #[arg(long, value_name = "BYTES", env = "SPILLWAY_BODY_MIN_RATE", default_value_t = defaults::BODY_MIN_RATE,
+          value_parser = clap::value_parser!(u64).range(0..=1_000_000_000))]
+    pub body_min_rate: u64,
 
     /// Seconds that shutdown waits for requests in flight.
     #[arg(long, value_name = "SECS", env = "SPILLWAY_GRACEFUL_TIMEOUT", default_value_t = defaults::GRACEFUL_TIMEOUT,

@@ -215,6 +215,7 @@ pub fn resolve(args: ServeArgs, host: &Host) -> Result<Settings, SettingsError> 
         header_timeout: secs(args.header_timeout),
         body_buffer: args.body_buffer,
         body_timeout: secs(args.body_timeout),
+        body_min_rate: args.body_min_rate,
         limit_request_line: args.limit_request_line as usize,
         limit_request_fields: args.limit_request_fields as usize,
         limit_request_field_size: args.limit_request_field_size as usize,

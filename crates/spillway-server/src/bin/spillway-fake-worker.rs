@@ -9,8 +9,10 @@
 //! `/wait-cancel` (writes `cancelled-<path tail>` into `$FAKE_DIR` when the cancel comes);
 //! `/garbage` (a malformed frame); `/abort` (head, some body, then abort); `/end-no-head`;
 //! `/overrun` (more body than the credit); `/no-read` (answers without reading the body);
-//! `/environ` (the head's fields as text). `$FAKE_THREADS` (default 2) is announced in
-//! `Ready`.
+//! `/environ` (the head's fields as text); `/pid` (the worker's pid);
+//! `/length/DECLARED/SENT` (a `Content-Length` that may be wrong). `/echo` and `/big/N`
+//! write `cancelled-echo` and `cancelled-big-N` into `$FAKE_DIR` when cancelled midway.
+//! `$FAKE_THREADS` (default 2) is announced in `Ready`.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -239,6 +241,7 @@ fn well_behaved(r: &mut Request, name: &str, arg: &str) -> bool {
         }
         "echo" => {
             let Some(body) = r.read_body() else {
+                mark("cancelled-echo");
                 r.end();
                 return true;
             };
@@ -257,6 +260,7 @@ fn well_behaved(r: &mut Request, name: &str, arg: &str) -> bool {
             while left > 0 {
                 let k = left.min(piece.len());
                 if !r.body(&piece[..k]) {
+                    mark(&format!("cancelled-big-{n}"));
                     break;
                 }
                 left -= k;
@@ -269,6 +273,11 @@ fn well_behaved(r: &mut Request, name: &str, arg: &str) -> bool {
         }
         "status" => r.head(arg.parse().unwrap_or(200), &[("Content-Length", "0")]),
         "environ" => environ(r),
+        "pid" => {
+            let pid = std::process::id().to_string();
+            r.head(200, &[("Content-Length", &pid.len().to_string())]);
+            r.body(pid.as_bytes());
+        }
         "wait-cancel" => {
             r.wait_cancel();
             mark(&format!("cancelled-{arg}"));
@@ -304,6 +313,13 @@ fn misbehave(r: &mut Request, name: &str, arg: &str) {
             r.out.send(&Frame::ResponseAbort { stream });
         }
         "end-no-head" => r.end(),
+        "length" => {
+            let mut nums = arg.split('/').map(|n| n.parse::<usize>().unwrap_or(0));
+            let (declared, sent) = (nums.next().unwrap_or(0), nums.next().unwrap_or(0));
+            r.head(200, &[("Content-Length", &declared.to_string())]);
+            r.body(&vec![b'x'; sent]);
+            r.end();
+        }
         "overrun" => {
             r.head(200, &[]);
             let flood = vec![b'x'; INITIAL_RESPONSE_WINDOW as usize + 1];

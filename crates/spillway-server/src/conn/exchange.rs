@@ -1,16 +1,15 @@
-//! The part of a connection's life while one request is with a worker: the request body
-//! goes out as the worker grants credit, the response comes back and is written as it
-//! arrives (everything that arrived together in one write), and the client's FIN, a
-//! worker's death or a silent application end it early.
-
-use std::time::Instant;
+//! The HTTP/1.1 wire of an exchange, while one request is with a worker: the request body
+//! goes out as the worker grants credit (decoded from the connection), the response is
+//! written as it arrives (everything that arrived together in one write), and the
+//! client's FIN ends it early. The rules (reply order, deadlines, declared length, what a
+//! break costs) are the [`Exchange`]'s, shared with HTTP/2.
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::buffer::Buffered;
-use super::{client_body_error, read_more, Conn, PEEK_LIMIT};
+use super::{read_more, Conn, PEEK_LIMIT};
 use crate::access_log::AccessRecord;
-use crate::dispatch::{Exchange, Failure, Reply};
+use crate::dispatch::{Exchange, Failure, Reply, Stalled};
 use crate::error::{Answer, Origin};
 use crate::h1::body::{BodyDecoder, Piece};
 use crate::h1::response::{self, BodyFraming, Reply as ReplyTo};
@@ -62,10 +61,9 @@ struct State<'a> {
     origin: Origin,
     request_id: bytes::Bytes,
     bytes: u64,
-    /// When the response must start (or the next body piece arrive) by.
-    deadline: Instant,
-    /// When the client must have sent more of the body by, while it is awaited.
-    body_deadline: Option<Instant>,
+    /// When the client must have sent more of the body by, while the application waits
+    /// for it.
+    body_due: Option<std::time::Instant>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
@@ -93,8 +91,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             origin: Origin::Application,
             request_id,
             bytes: 0,
-            deadline: Instant::now() + self.front.cfg.timeout,
-            body_deadline: None,
+            body_due: None,
         };
         let keep = self.exchange_loop(&mut st).await;
         if let Some(mut r) = st.record.take() {
@@ -111,15 +108,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
 
     async fn exchange_loop(&mut self, st: &mut State<'_>) -> bool {
         // One timer for the exchange, moved only when the deadline does.
-        let sleep = tokio::time::sleep_until(st.deadline.into());
+        let mut armed = st.ex.due();
+        let sleep = tokio::time::sleep_until(armed.into());
         tokio::pin!(sleep);
-        let mut armed = st.deadline;
         loop {
-            let due = st.body_deadline.map_or(st.deadline, |b| b.min(st.deadline));
-            if armed != due {
-                armed = due;
-                sleep.as_mut().reset(armed.into());
-            }
             if let Err(answer) = self.pump_body(st) {
                 // The client's body broke a framing rule: its fault, answered if nothing
                 // was sent yet; the exchange is dropped, which stops the application.
@@ -139,12 +131,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             } else {
                 st.ex.body_credit() > 0
             };
-            // A body the worker wants and the client does not send ends at --body-timeout.
-            if want_read && !st.body.is_done() && st.buffered.is_none() {
-                st.body_deadline
-                    .get_or_insert_with(|| Instant::now() + self.front.cfg.body_timeout);
-            } else {
-                st.body_deadline = None;
+            // A body the worker wants and the client is slow to send ends at the
+            // exchange's pace rules.
+            let waiting = want_read && !st.body.is_done() && st.buffered.is_none();
+            st.body_due = st.ex.awaiting_body(waiting);
+            let due = st.body_due.map_or(st.ex.due(), |b| b.min(st.ex.due()));
+            if armed != due {
+                armed = due;
+                sleep.as_mut().reset(armed.into());
             }
             let flow = tokio::select! {
                 biased;
@@ -154,12 +148,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                         tracing::debug!(client = %self.peer.label, "client left while its request was served");
                         Flow::Done(false)
                     } else {
-                        st.body_deadline = None;
+                        if waiting {
+                            st.ex.body_arrived(n);
+                        }
                         Flow::Continue
                     }
                 }
                 _ = sleep.as_mut() => {
-                    if st.body_deadline.is_some_and(|b| b <= Instant::now()) {
+                    if st.body_due.is_some_and(|b| b <= std::time::Instant::now()) {
                         self.on_body_timeout(st).await
                     } else {
                         self.on_timeout(st).await
@@ -212,21 +208,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         }
         // Upload time is the client's, not the application's: while the body flows, the
         // response deadline counts from the latest progress.
-        if progressed && matches!(st.response, Response::Waiting) {
-            st.deadline = Instant::now() + self.front.cfg.timeout;
+        if progressed {
+            st.ex.upload_progress();
         }
         Ok(())
     }
 
-    /// The client stopped sending the body the application reads: 408 if nothing was
-    /// answered yet, else the connection is cut; the application hears the client left.
+    /// The client stopped sending (or trickled) the body the application reads: 408 if
+    /// nothing was answered yet, else the connection is cut; the application hears the
+    /// client left.
     async fn on_body_timeout(&mut self, st: &mut State<'_>) -> Flow {
-        client_body_error(&self.peer.label, Answer::BodyTimeout);
+        let answer = st.ex.body_stalled(&self.peer.label);
         match st.response {
             Response::Waiting => {
-                st.status = Answer::BodyTimeout.status();
+                st.status = answer.status();
                 st.reply.keep_alive = false;
-                self.answer_in_exchange(Answer::BodyTimeout, st).await;
+                self.answer_in_exchange(answer, st).await;
                 Flow::Done(false)
             }
             Response::Streaming { .. } => {
@@ -248,10 +245,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 }
                 Flow::Continue
             }
+            // The exchange lets one head through, before any body.
             Reply::Head(head) => {
-                if !matches!(st.response, Response::Waiting) {
-                    return self.broken(st, "sent a second response head").await;
-                }
                 // A response that starts while the server drains is the connection's last;
                 // so is one to a client still waiting for `100 Continue`, which may or may
                 // not send its body now.
@@ -278,36 +273,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 self.write_ready(st).await
             }
             Reply::Body(data) => {
-                if matches!(st.response, Response::Waiting) {
-                    return self.broken(st, "sent a body before a head").await;
-                }
                 self.push_body(st, &data);
                 self.write_ready(st).await
             }
-            Reply::End => {
-                if matches!(st.response, Response::Waiting) {
-                    return self.broken(st, "ended a response it never started").await;
-                }
-                self.finish(st).await
-            }
+            Reply::End => self.finish(st).await,
             Reply::Failed(f) => self.failed(st, f).await,
         }
     }
 
     fn push_body(&mut self, st: &mut State<'_>, data: &[u8]) {
         if let Response::Streaming { framing, close } = &mut st.response {
-            if !response::encode_body(framing, data, &mut self.wbuf) {
-                tracing::warn!(
-                    worker = st.ex.worker().pid,
-                    "the application sent more than its Content-Length; the excess is dropped"
-                );
+            // An application that wrote past its length is not trusted with the
+            // connection's next response.
+            if !response::encode_body(framing, data, &mut self.wbuf) || st.ex.overran() {
+                // Only past a length the exchange does not enforce (none here yet).
                 *close = true;
             }
             if *framing != BodyFraming::None {
                 st.bytes += data.len() as u64;
             }
         }
-        st.deadline = Instant::now() + self.front.cfg.timeout;
     }
 
     /// Adds everything else that already arrived, writes it all at once, then lets the
@@ -318,7 +303,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 Reply::Body(data) => self.push_body(st, &data),
                 Reply::Credit => {}
                 Reply::End => return self.finish(st).await,
-                Reply::Head(_) => return self.broken(st, "sent a second response head").await,
+                // The exchange turns a second head into a failure; never here.
+                Reply::Head(_) => return self.failed(st, Failure::Broken).await,
                 Reply::Failed(f) => return self.failed(st, f).await,
             }
         }
@@ -333,13 +319,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         let Response::Streaming { framing, close } = st.response else {
             return Flow::Done(false);
         };
+        // A short body never ends here: the exchange fails it.
         let complete = response::encode_end(framing, &mut self.wbuf);
-        if !complete {
-            tracing::warn!(
-                worker = st.ex.worker().pid,
-                "the application sent less than its Content-Length; closing the connection"
-            );
-        }
         if !self.flush().await {
             return Flow::Done(false);
         }
@@ -372,29 +353,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         }
     }
 
-    async fn broken(&mut self, st: &mut State<'_>, what: &str) -> Flow {
-        let w = st.ex.worker();
-        tracing::error!(
-            worker = w.pid,
-            generation = w.generation,
-            "the worker {what}; the request fails"
-        );
-        st.ex.time_out();
-        self.failed(st, Failure::Broken).await
-    }
-
     async fn on_timeout(&mut self, st: &mut State<'_>) -> Flow {
-        st.ex.time_out();
-        let w = st.ex.worker();
-        let timeout_s = self.front.cfg.timeout.as_secs();
-        match st.response {
-            Response::Waiting => {
-                tracing::warn!(client = %self.peer.label, worker = w.pid, generation = w.generation, timeout_s, origin = %Answer::TimedOut.origin(), request_id = %String::from_utf8_lossy(&st.request_id), "request timed out; 504; its worker thread is marked stuck");
-                st.status = Answer::TimedOut.status();
-                Flow::Done(self.answer_in_exchange(Answer::TimedOut, st).await)
+        match st.ex.time_out(&self.peer.label, Stalled::Application) {
+            Some(answer) => {
+                st.status = answer.status();
+                Flow::Done(self.answer_in_exchange(answer, st).await)
             }
-            Response::Streaming { .. } => {
-                tracing::warn!(client = %self.peer.label, worker = w.pid, generation = w.generation, timeout_s, request_id = %String::from_utf8_lossy(&st.request_id), "response body stalled past the request timeout; cutting it; worker thread marked stuck");
+            None => {
                 self.flush().await;
                 Flow::Done(false)
             }

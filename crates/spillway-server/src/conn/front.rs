@@ -57,6 +57,15 @@ impl Front {
         }
     }
 
+    /// The deadlines every exchange keeps.
+    pub fn deadlines(&self) -> crate::dispatch::Deadlines {
+        crate::dispatch::Deadlines {
+            response: self.cfg.timeout,
+            body: self.cfg.body_timeout,
+            body_min_rate: self.cfg.body_min_rate,
+        }
+    }
+
     /// Whether requests are timed and recorded (for the access log or the metrics); the
     /// clock is not read per request otherwise.
     pub fn records(&self) -> bool {

@@ -3,13 +3,25 @@
 //! admission queue, deadlines, metrics and access log as HTTP/1.1; what differs is only
 //! the framing, which h2 owns.
 //!
+//! What differs from HTTP/1.1 is only the framing, which h2 owns: the body holding, the
+//! exchange's rules and deadlines are the same code (`hold`, [`Exchange`]).
+//!
 //! Floods: at most `--http2-max-streams` streams run at once per connection (more are
-//! refused by the protocol itself), header lists are bounded like HTTP/1.1 heads, and a
-//! client that opens streams and resets them before they are served (the rapid-reset
-//! attack, CVE-2023-44487) has its connection closed with `ENHANCE_YOUR_CALM` after 20
-//! such resets (h2's pending-accept limit), and after 1024 protocol-error resets over the
-//! connection's life. A stream reset after it was admitted cancels its request on the
-//! worker at once, like a client leaving an HTTP/1.1 connection.
+//! refused by the protocol itself); a header list is at most [`HEADER_LIST`] bytes
+//! decoded (HPACK makes a few bytes on the wire into many, and each queued stream holds
+//! its head), a client that opens streams and resets them before they are served (the
+//! rapid-reset attack, CVE-2023-44487) has its connection closed with `ENHANCE_YOUR_CALM`
+//! after 20 such resets (h2's pending-accept limit), and after 1024 protocol-error resets
+//! over the connection's life; one that resets them once accepted gets GOAWAY after
+//! [`PREMATURE_RESETS`] resets of streams younger than [`PREMATURE`], if they are most of
+//! its streams. A stream reset after it was admitted cancels its request on the worker at
+//! once, like a client leaving an HTTP/1.1 connection.
+//!
+//! Quiet connections: the preface must come within `--header-timeout` (checked before
+//! this module, for TLS and cleartext alike), a connection with no stream for
+//! `--keep-alive` is closed with GOAWAY, and one that does not go within
+//! `--header-timeout` of that (a client that never acknowledges the closing PING) is
+//! dropped.
 
 use std::convert::Infallible;
 use std::io;
@@ -31,9 +43,11 @@ use spillway_proto::Protocol;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, watch};
 
+use super::buffer::Buffered;
+use super::hold::{self, BodySource};
 use super::Front;
 use crate::access_log::AccessRecord;
-use crate::dispatch::{Exchange, Reply};
+use crate::dispatch::{declared_length, Exchange, Reply, Stalled};
 use crate::error::Answer;
 use crate::h1::head::Framing;
 use crate::h1::response::is_hop_by_hop;
@@ -41,6 +55,13 @@ use crate::request::{build_head, request_id_of, HeadView, Peer};
 
 /// Response-body chunks buffered per stream before the worker is made to wait.
 const BODY_QUEUE: usize = 8;
+/// Largest decoded header list (names, values and 32 bytes a field, RFC 9113 §6.5.2),
+/// unless the HTTP/1.1 head limits are smaller.
+pub(crate) const HEADER_LIST: usize = 32 * 1024;
+/// A stream the client resets younger than this counts toward [`PREMATURE_RESETS`].
+const PREMATURE: Duration = Duration::from_secs(1);
+/// Premature resets that close a connection (when they are most of its streams).
+const PREMATURE_RESETS: usize = 32;
 
 /// What the streams of one connection share.
 struct Shared {
@@ -49,22 +70,44 @@ struct Shared {
     /// Streams being served, and when the last one ended: for the idle timeout.
     active: AtomicUsize,
     idle_since: Mutex<Instant>,
+    /// Streams so far, and those the client reset young.
+    streams: AtomicUsize,
+    premature: AtomicUsize,
+    /// Told when the premature resets are too many.
+    calm: tokio::sync::Notify,
 }
 
-/// Counts a stream as active while it lives.
-struct Active(Arc<Shared>);
+/// Counts a stream as active while it lives, and as reset young if it goes unfinished
+/// (hyper drops a stream's task when the client resets it).
+struct Active {
+    shared: Arc<Shared>,
+    started: Instant,
+    finished: bool,
+}
 
 impl Active {
     fn new(s: &Arc<Shared>) -> Active {
         s.active.fetch_add(1, Ordering::Relaxed);
-        Active(s.clone())
+        s.streams.fetch_add(1, Ordering::Relaxed);
+        Active {
+            shared: s.clone(),
+            started: Instant::now(),
+            finished: false,
+        }
     }
 }
 
 impl Drop for Active {
     fn drop(&mut self) {
-        if self.0.active.fetch_sub(1, Ordering::Relaxed) == 1 {
-            *self.0.idle_since.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        let s = &self.shared;
+        if !self.finished && self.started.elapsed() < PREMATURE {
+            let premature = s.premature.fetch_add(1, Ordering::Relaxed) + 1;
+            if premature >= PREMATURE_RESETS && premature * 2 > s.streams.load(Ordering::Relaxed) {
+                s.calm.notify_one();
+            }
+        }
+        if s.active.fetch_sub(1, Ordering::Relaxed) == 1 {
+            *s.idle_since.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
         }
     }
 }
@@ -83,7 +126,7 @@ pub(crate) async fn serve<S>(
     builder
         .timer(TokioTimer::new())
         .max_concurrent_streams(front.cfg.http2_max_streams)
-        .max_header_list_size(front.limits.head_bytes().min(u32::MAX as usize) as u32)
+        .max_header_list_size(front.limits.head_bytes().min(HEADER_LIST) as u32)
         .max_pending_accept_reset_streams(20)
         .max_local_error_reset_streams(1024)
         // A peer that vanished without a FIN is found within a minute.
@@ -95,6 +138,9 @@ pub(crate) async fn serve<S>(
         peer,
         active: AtomicUsize::new(0),
         idle_since: Mutex::new(Instant::now()),
+        streams: AtomicUsize::new(0),
+        premature: AtomicUsize::new(0),
+        calm: tokio::sync::Notify::new(),
     });
     let s = shared.clone();
     let svc = service_fn(move |req| {
@@ -104,8 +150,18 @@ pub(crate) async fn serve<S>(
     let conn = builder.serve_connection(TokioIo::new(io), svc);
     tokio::pin!(conn);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
-    let mut closing = false;
+    // Since when the connection is told to go (GOAWAY sent).
+    let mut closing: Option<Instant> = None;
     loop {
+        let idle_for = || {
+            (shared.active.load(Ordering::Relaxed) == 0).then(|| {
+                shared
+                    .idle_since
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .elapsed()
+            })
+        };
         tokio::select! {
             r = conn.as_mut() => {
                 if let Err(e) = r {
@@ -113,18 +169,30 @@ pub(crate) async fn serve<S>(
                 }
                 return;
             }
-            _ = draining.changed(), if !closing => {
-                closing = true;
+            _ = draining.changed(), if closing.is_none() => {
+                closing = Some(Instant::now());
                 conn.as_mut().graceful_shutdown();
             }
-            _ = tick.tick(), if !closing => {
-                let idle = shared.active.load(Ordering::Relaxed) == 0
-                    && shared.idle_since.lock().unwrap_or_else(|p| p.into_inner()).elapsed()
-                        >= front.cfg.keep_alive;
-                if idle {
-                    tracing::debug!(client = %label, "HTTP/2 connection idle past --keep-alive; closing");
-                    closing = true;
-                    conn.as_mut().graceful_shutdown();
+            _ = shared.calm.notified(), if closing.is_none() => {
+                tracing::warn!(client = %label, resets = shared.premature.load(Ordering::Relaxed), "HTTP/2 client resets most of its streams as soon as they start (rapid reset); GOAWAY");
+                closing = Some(Instant::now());
+                conn.as_mut().graceful_shutdown();
+            }
+            _ = tick.tick() => match closing {
+                None => {
+                    if idle_for().is_some_and(|d| d >= front.cfg.keep_alive) {
+                        tracing::debug!(client = %label, "HTTP/2 connection idle past --keep-alive; closing");
+                        closing = Some(Instant::now());
+                        conn.as_mut().graceful_shutdown();
+                    }
+                }
+                // Its streams are done, and the client does not close: it never
+                // acknowledged the GOAWAY's PING, or ignores the GOAWAY.
+                Some(since) => {
+                    if idle_for().is_some() && since.elapsed() >= front.cfg.header_timeout {
+                        tracing::debug!(client = %label, "HTTP/2 client did not close after GOAWAY; dropping the connection");
+                        return;
+                    }
                 }
             }
         }
@@ -200,7 +268,7 @@ fn head_of(
     parts: &http::request::Parts,
     end_stream: bool,
     shared: &Shared,
-) -> Result<spillway_proto::RequestHead, Answer> {
+) -> Result<(spillway_proto::RequestHead, Framing), Answer> {
     let mut fields: Vec<httparse::Header<'_>> = Vec::with_capacity(parts.headers.len() + 1);
     for (name, value) in &parts.headers {
         fields.push(httparse::Header {
@@ -208,15 +276,13 @@ fn head_of(
             value: value.as_bytes(),
         });
     }
-    // `:authority` is HTTP/2's Host (RFC 9113 §8.3.1).
-    let authority = parts.uri.authority().map(|a| a.as_str());
-    if let Some(a) = authority {
-        if !parts.headers.contains_key(http::header::HOST) {
-            fields.push(httparse::Header {
-                name: "host",
-                value: a.as_bytes(),
-            });
-        }
+    // `:authority` is HTTP/2's Host, and wins over a `host` field (RFC 9113 §8.3.1).
+    if let Some(a) = parts.uri.authority() {
+        fields.retain(|f| !f.name.eq_ignore_ascii_case("host"));
+        fields.push(httparse::Header {
+            name: "host",
+            value: a.as_str().as_bytes(),
+        });
     }
     let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let framing = match parts
@@ -244,13 +310,44 @@ fn head_of(
         framing,
         expect_continue: false,
     };
-    build_head(&view, &shared.peer, &shared.front.policy)
+    build_head(&view, &shared.peer, &shared.front.policy).map(|h| (h, framing))
+}
+
+/// An HTTP/2 request body: its DATA frames, as they come.
+struct H2Body {
+    body: Incoming,
+    /// The body ended (its last frame, or trailers).
+    done: bool,
+}
+
+impl BodySource for H2Body {
+    async fn piece(&mut self, _max: usize) -> Result<Option<Bytes>, Option<Answer>> {
+        loop {
+            if self.done {
+                return Ok(None);
+            }
+            match self.body.frame().await {
+                None => self.done = true,
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(d) if d.is_empty() => {}
+                    Ok(d) => return Ok(Some(d)),
+                    // Trailers: the body is over.
+                    Err(_) => self.done = true,
+                },
+                Some(Err(_)) => {
+                    return Err(Some(Answer::Malformed(
+                        "Bad Request: broken request body\n",
+                    )))
+                }
+            }
+        }
+    }
 }
 
 /// Serves one stream: its response, once the head is known; the body follows from a task
 /// of its own.
 async fn stream(req: Request<Incoming>, shared: Arc<Shared>) -> Response<Body> {
-    let active = Active::new(&shared);
+    let mut active = Active::new(&shared);
     let front = shared.front.clone();
     let (parts, body) = req.into_parts();
     let is_head = parts.method == http::Method::HEAD;
@@ -273,36 +370,67 @@ async fn stream(req: Request<Incoming>, shared: Arc<Shared>) -> Response<Body> {
             header_bytes(&parts, "user-agent", front.log_agents),
         )
     });
-    let head = match head_of(&parts, http_body::Body::is_end_stream(&body), &shared) {
+    let end_stream = http_body::Body::is_end_stream(&body);
+    let (head, framing) = match head_of(&parts, end_stream, &shared) {
         Ok(h) => h,
-        Err(answer) => return finish_answer(&front, record, answer, b"", is_head),
+        Err(answer) => {
+            active.finished = true;
+            return finish_answer(&front, record, answer, b"", is_head);
+        }
     };
+    drop(parts);
     let request_id = request_id_of(&head);
     if let Some(r) = record.as_mut() {
         r.request_id = request_id.clone();
         r.remote_addr = head.remote_addr.clone();
     }
+    let mut body = H2Body {
+        body,
+        done: end_stream,
+    };
+    // The body first, while no Python thread waits for it, as over HTTP/1.1.
+    let held = if hold::buffers(framing, front.cfg.body_buffer) {
+        let (limit, timeout) = (front.cfg.body_buffer, front.cfg.body_timeout);
+        match hold::hold(&mut body, limit, timeout, &shared.peer.label).await {
+            Ok(b) => Some(b),
+            Err(answer) => {
+                // A client that left has reset the stream: nobody reads an answer.
+                let answer =
+                    answer.unwrap_or(Answer::Malformed("Bad Request: broken request body\n"));
+                active.finished = true;
+                return finish_answer(&front, record, answer, &request_id, is_head);
+            }
+        }
+    } else {
+        None
+    };
     let admit_start = record.as_ref().map(|_| Instant::now());
-    let ex = match Exchange::start(&front.workers, head).await {
+    let ex = match Exchange::start(&front.workers, head, front.deadlines()).await {
         Ok(ex) => ex,
-        Err(answer) => return finish_answer(&front, record, answer, &request_id, is_head),
+        Err(answer) => {
+            active.finished = true;
+            return finish_answer(&front, record, answer, &request_id, is_head);
+        }
     };
     if let (Some(r), Some(t)) = (record.as_mut(), admit_start) {
         let now = Instant::now();
         r.queued = now - t;
         r.dispatched = Some(now);
     }
-    let st = StreamState {
+    let mut st = StreamState {
         ex,
-        body: Some(body),
+        body: (!body.done).then_some(body),
+        held,
         pending: None,
-        deadline: Instant::now() + front.cfg.timeout,
+        body_ended: false,
         record,
         request_id,
         is_head,
         front,
-        _active: active,
+        client: shared.peer.label.clone(),
+        active,
     };
+    st.end_body_if_done();
     st.until_head().await
 }
 
@@ -332,116 +460,149 @@ fn finish_answer(
 struct StreamState {
     ex: Exchange,
     /// The request body still to read (`None` once it ended).
-    body: Option<Incoming>,
+    body: Option<H2Body>,
+    /// Body bytes the front held before admission, sent first.
+    held: Option<Buffered>,
     /// Body bytes read that the worker has no credit for yet.
     pending: Option<Bytes>,
-    /// When the response must start (or the next body chunk arrive) by.
-    deadline: Instant,
+    /// `RequestEnd` was sent.
+    body_ended: bool,
     record: Option<AccessRecord>,
     request_id: Bytes,
     is_head: bool,
     front: Arc<Front>,
-    _active: Active,
+    client: String,
+    active: Active,
 }
 
 /// What happened next on a stream.
 enum Step {
     Reply(Reply),
     /// A piece of the request body, or its end (`None`).
-    Body(Option<Result<Bytes, ()>>),
+    Body(Option<Bytes>),
+    /// The request body broke the framing.
+    BodyBroken,
     TimedOut,
-    BodyTimedOut,
+    BodyStalled,
 }
 
 impl StreamState {
-    /// Sends what credit allows of the request body read so far.
-    fn pump(&mut self) {
+    /// Sends what credit allows of the request body: what the front held, then what was
+    /// read since.
+    fn pump(&mut self) -> Result<(), Answer> {
+        let mut progressed = false;
         while self.ex.body_credit() > 0 {
+            let max = self.ex.body_credit().min(spillway_proto::MAX_CHUNK as u64) as usize;
+            if let Some(held) = self.held.as_mut() {
+                match held.next_chunk(max) {
+                    Ok(Some(data)) => {
+                        self.ex.send_body(&data);
+                        progressed = true;
+                        continue;
+                    }
+                    Ok(None) => self.held = None,
+                    Err(e) => {
+                        tracing::error!(client = %self.client, error = %e, "cannot read a held request body back; 503");
+                        return Err(Answer::BufferFailed);
+                    }
+                }
+            }
             let Some(mut data) = self.pending.take() else {
                 break;
             };
             let n = self.ex.send_body(&data);
-            // Upload time is the client's: the response deadline counts from progress.
-            self.deadline = Instant::now() + self.front.cfg.timeout;
+            progressed |= n > 0;
             if n < data.len() {
                 self.pending = Some(data.split_off(n));
                 break;
             }
         }
+        if self.held.as_ref().is_some_and(|b| b.is_drained()) {
+            self.held = None;
+        }
+        if progressed {
+            self.ex.upload_progress();
+        }
+        self.end_body_if_done();
+        Ok(())
     }
 
-    async fn next(&mut self) -> Step {
-        let want_body = self.body.is_some() && self.pending.is_none() && self.ex.body_credit() > 0;
-        let body_deadline = Instant::now() + self.front.cfg.body_timeout;
-        tokio::select! {
-            biased;
-            r = self.ex.next() => Step::Reply(r),
-            f = async {
-                match self.body.as_mut() {
-                    Some(b) => b.frame().await,
-                    None => std::future::pending().await,
-                }
-            }, if want_body => Step::Body(match f {
-                None => None,
-                Some(Ok(frame)) => match frame.into_data() {
-                    Ok(d) => Some(Ok(d)),
-                    // Trailers: the body is over.
-                    Err(_) => None,
-                },
-                Some(Err(_)) => Some(Err(())),
-            }),
-            _ = tokio::time::sleep_until(self.deadline.into()) => Step::TimedOut,
-            _ = tokio::time::sleep_until(body_deadline.into()), if want_body => Step::BodyTimedOut,
+    /// Ends the request body for the worker once all of it went out.
+    fn end_body_if_done(&mut self) {
+        if self.body.is_none() && self.held.is_none() && self.pending.is_none() && !self.body_ended
+        {
+            self.body_ended = true;
+            self.ex.end_body();
         }
     }
 
-    /// Runs the stream until the response head (the response is returned then, and the
-    /// body continues in a task of its own) or an answer from the front.
-    async fn until_head(mut self) -> Response<Body> {
-        loop {
-            match self.next().await {
-                Step::Body(Some(Ok(data))) => self.request_body(Some(data)),
-                Step::Body(None) => self.request_body(None),
-                Step::Body(Some(Err(()))) => {
-                    // The client reset the stream or broke its framing: nobody is left
-                    // to answer; dropping the exchange stops the application.
-                    return self.answer(Answer::Malformed("Bad Request: broken request body\n"));
+    async fn next(&mut self) -> Step {
+        let want_body = self.body.is_some()
+            && self.pending.is_none()
+            && self.held.is_none()
+            && self.ex.body_credit() > 0;
+        let body_due = self.ex.awaiting_body(want_body);
+        let due = body_due.map_or(self.ex.due(), |b| b.min(self.ex.due()));
+        tokio::select! {
+            biased;
+            r = self.ex.next() => Step::Reply(r),
+            p = async {
+                match self.body.as_mut() {
+                    Some(b) => b.piece(usize::MAX).await,
+                    None => std::future::pending().await,
                 }
-                Step::BodyTimedOut => return self.answer(Answer::BodyTimeout),
-                Step::TimedOut => {
-                    self.ex.time_out();
-                    let w = self.ex.worker();
-                    tracing::warn!(client = %self.record.as_ref().map_or("", |r| r.client.as_str()), worker = w.pid, generation = w.generation, timeout_s = self.front.cfg.timeout.as_secs(), origin = %Answer::TimedOut.origin(), request_id = %String::from_utf8_lossy(&self.request_id), "request timed out; 504; its worker thread is marked stuck");
-                    return self.answer(Answer::TimedOut);
+            }, if want_body => match p {
+                Ok(p) => Step::Body(p),
+                Err(_) => Step::BodyBroken,
+            },
+            _ = tokio::time::sleep_until(due.into()) => {
+                if body_due.is_some_and(|b| b <= Instant::now()) {
+                    Step::BodyStalled
+                } else {
+                    Step::TimedOut
                 }
-                Step::Reply(Reply::Credit) => self.pump(),
-                Step::Reply(Reply::Failed(f)) => return self.answer(f.answer()),
-                Step::Reply(Reply::Body(_)) | Step::Reply(Reply::End) => {
-                    let w = self.ex.worker();
-                    tracing::error!(
-                        worker = w.pid,
-                        generation = w.generation,
-                        "the worker sent a body before a head; the request fails"
-                    );
-                    self.ex.time_out();
-                    return self.answer(Answer::WorkerBroken);
-                }
-                Step::Reply(Reply::Head(head)) => return self.respond(*head),
             }
         }
     }
 
     /// A piece of the request body from the client (`None`: it is complete), passed on as
     /// credit allows.
-    fn request_body(&mut self, chunk: Option<Bytes>) {
+    fn request_body(&mut self, chunk: Option<Bytes>) -> Result<(), Answer> {
         match chunk {
             Some(data) => {
+                self.ex.body_arrived(data.len());
                 self.pending = Some(data);
-                self.pump();
             }
-            None => {
-                self.body = None;
-                self.ex.end_body();
+            None => self.body = None,
+        }
+        self.pump()
+    }
+
+    /// Runs the stream until the response head (the response is returned then, and the
+    /// body continues in a task of its own) or an answer from the front.
+    async fn until_head(mut self) -> Response<Body> {
+        if let Err(answer) = self.pump() {
+            return self.answer(answer);
+        }
+        loop {
+            let step = match self.next().await {
+                Step::Body(piece) => self.request_body(piece),
+                Step::Reply(Reply::Credit) => self.pump(),
+                // The client broke its body's framing: nobody is left to answer; dropping
+                // the exchange stops the application.
+                Step::BodyBroken => Err(Answer::Malformed("Bad Request: broken request body\n")),
+                Step::BodyStalled => Err(self.ex.body_stalled(&self.client)),
+                Step::TimedOut => Err(self
+                    .ex
+                    .time_out(&self.client, Stalled::Application)
+                    .unwrap_or(Answer::TimedOut)),
+                Step::Reply(Reply::Failed(f)) => Err(f.answer()),
+                // The exchange lets no body or end through before a head.
+                Step::Reply(Reply::Body(_) | Reply::End) => Err(Answer::WorkerBroken),
+                Step::Reply(Reply::Head(head)) => return self.respond(*head),
+            };
+            if let Err(answer) = step {
+                return self.answer(answer);
             }
         }
     }
@@ -454,6 +615,7 @@ impl StreamState {
             r.generation = w.generation;
             r
         });
+        self.active.finished = true;
         finish_answer(&self.front, record, answer, &self.request_id, self.is_head)
     }
 
@@ -473,7 +635,8 @@ impl StreamState {
         let h = r.headers_mut();
         let mut has_request_id = self.request_id.is_empty();
         for (name, value) in &head.headers {
-            if is_hop_by_hop(name) {
+            // The declared length goes once, as the exchange enforces it.
+            if is_hop_by_hop(name) || name.eq_ignore_ascii_case(b"content-length") {
                 continue;
             }
             match (HeaderName::from_bytes(name), HeaderValue::from_bytes(value)) {
@@ -487,6 +650,9 @@ impl StreamState {
                 ),
             }
         }
+        if let Some(n) = declared_length(status.as_u16(), &head.headers) {
+            h.insert(http::header::CONTENT_LENGTH, HeaderValue::from(n));
+        }
         if !has_request_id {
             if let Ok(v) = HeaderValue::from_bytes(&self.request_id) {
                 h.insert(HeaderName::from_static("x-request-id"), v);
@@ -496,55 +662,69 @@ impl StreamState {
             rec.status = status.as_u16();
             rec.application = rec.dispatched.map(|d| d.elapsed());
         }
-        self.deadline = Instant::now() + self.front.cfg.timeout;
         tokio::spawn(self.stream_body(tx));
         r
     }
 
     /// Forwards the response body to the client's stream, and what is left of the request
-    /// body to the worker.
+    /// body to the worker. A response that does not end well resets the stream, so the
+    /// client cannot take a cut body as complete.
     async fn stream_body(mut self, tx: mpsc::Sender<Result<Bytes, io::Error>>) {
         let mut bytes = 0u64;
+        let timeout = self.front.cfg.timeout;
         let complete = loop {
-            match self.next().await {
+            let failed = match self.next().await {
                 Step::Reply(Reply::Body(data)) => {
-                    self.deadline = Instant::now() + self.front.cfg.timeout;
-                    if !self.is_head {
+                    if !self.is_head && !data.is_empty() {
                         bytes += data.len() as u64;
-                        if tx.send(Ok(data)).await.is_err() {
+                        match tokio::time::timeout(timeout, tx.send(Ok(data))).await {
+                            Ok(Ok(())) => {}
                             // The client reset the stream: dropping the exchange stops
                             // the application.
-                            break false;
+                            Ok(Err(_)) => break false,
+                            // The client takes nothing (no WINDOW_UPDATE) for --timeout.
+                            Err(_) => {
+                                self.ex.time_out(&self.client, Stalled::Client);
+                                break false;
+                            }
                         }
                     }
                     self.ex.delivered();
+                    None
                 }
                 Step::Reply(Reply::End) => break true,
-                Step::Reply(Reply::Credit) => self.pump(),
-                Step::Reply(Reply::Failed(_)) | Step::Reply(Reply::Head(_)) => {
-                    let _ = tx
-                        .send(Err(io::Error::other("the response failed midway")))
-                        .await;
-                    break false;
+                Step::Reply(Reply::Credit) => {
+                    self.pump().err().map(|_| "the request body was lost")
                 }
-                Step::Body(Some(Ok(data))) => self.request_body(Some(data)),
-                Step::Body(None) => self.request_body(None),
-                Step::Body(Some(Err(()))) | Step::BodyTimedOut => break false,
+                Step::Reply(Reply::Failed(_) | Reply::Head(_)) => {
+                    Some("the response failed midway")
+                }
+                Step::Body(piece) => self
+                    .request_body(piece)
+                    .err()
+                    .map(|_| "the request body was lost"),
+                Step::BodyBroken => Some("the request body broke its framing"),
+                Step::BodyStalled => {
+                    self.ex.body_stalled(&self.client);
+                    Some("the request body stalled")
+                }
                 Step::TimedOut => {
-                    self.ex.time_out();
-                    let w = self.ex.worker();
-                    tracing::warn!(worker = w.pid, generation = w.generation, timeout_s = self.front.cfg.timeout.as_secs(), request_id = %String::from_utf8_lossy(&self.request_id), "response body stalled past the request timeout; resetting the stream; worker thread marked stuck");
-                    let _ = tx.send(Err(io::Error::other("the response stalled"))).await;
-                    break false;
+                    self.ex.time_out(&self.client, Stalled::Application);
+                    Some("the response stalled")
                 }
+            };
+            if let Some(why) = failed {
+                let _ = tx.try_send(Err(io::Error::other(why)));
+                break false;
             }
         };
+        self.active.finished = true;
         if let Some(mut r) = self.record.take() {
             let w = self.ex.worker();
             r.worker = w.pid;
             r.generation = w.generation;
             r.bytes = bytes;
-            if !complete && r.status < 400 {
+            if !complete {
                 // What the client got was cut; the log says what was sent.
                 tracing::debug!(request_id = %String::from_utf8_lossy(&self.request_id), "HTTP/2 response cut");
             }

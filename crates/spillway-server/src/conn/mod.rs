@@ -13,6 +13,7 @@ mod buffer;
 mod exchange;
 mod front;
 mod h2;
+mod hold;
 mod prefixed;
 mod proxy;
 mod start;
@@ -299,8 +300,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         };
         // The body first, while no Python thread waits for it. (Not for a client that
         // asked for `100 Continue`: it sends nothing until the application reads.)
-        let buffered = if !p.expect_continue && self.buffers(p.framing) {
-            match self.receive_body(&mut body).await {
+        let buffered = if !p.expect_continue && hold::buffers(p.framing, self.front.cfg.body_buffer)
+        {
+            let mut source = hold::H1Body {
+                io: &mut self.io,
+                rbuf: &mut self.rbuf,
+                decoder: &mut body,
+            };
+            let (limit, timeout) = (self.front.cfg.body_buffer, self.front.cfg.body_timeout);
+            match hold::hold(&mut source, limit, timeout, &self.peer.label).await {
                 Ok(b) => Some(b),
                 Err(Some(answer)) => {
                     reply.keep_alive = false;
@@ -313,7 +321,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         };
         let admit_start = record.as_ref().map(|_| Instant::now());
         let started = tokio::select! {
-            r = crate::dispatch::Exchange::start(&self.front.workers, head) => r,
+            r = crate::dispatch::Exchange::start(&self.front.workers, head, self.front.deadlines()) => r,
             _ = watch_eof(&mut self.io, &mut self.rbuf) => {
                 tracing::debug!(client = %self.peer.label, "client left while its request was queued");
                 return false;
@@ -338,66 +346,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 // body the client sent is out of the way.
                 let keep = self.answer(answer, &reply, record, &p.request_id).await;
                 keep && self.discard(&mut body, p.expect_continue, false).await
-            }
-        }
-    }
-
-    /// Whether a body framed as `framing` is received before the request queues: any
-    /// chunked one (up to the limit, the rest streams), a sized one within the limit.
-    fn buffers(&self, framing: Framing) -> bool {
-        match framing {
-            Framing::None => false,
-            Framing::Length(n) => n <= self.front.cfg.body_buffer,
-            Framing::Chunked => self.front.cfg.body_buffer > 0,
-        }
-    }
-
-    /// Receives the request body (or its first `--body-buffer` bytes). `Err(Some)`: the
-    /// answer for a client that broke the framing, stalled for `--body-timeout`, or
-    /// could not be held; `Err(None)`: the client left.
-    async fn receive_body(
-        &mut self,
-        body: &mut crate::h1::body::BodyDecoder,
-    ) -> Result<buffer::Buffered, Option<Answer>> {
-        let limit = self.front.cfg.body_buffer;
-        let mut held = buffer::Buffered::new();
-        loop {
-            if held.len() >= limit {
-                return Ok(held);
-            }
-            let max = (limit - held.len()).min(spillway_proto::MAX_CHUNK as u64) as usize;
-            match body.decode(&mut self.rbuf, max) {
-                Err(answer) => {
-                    client_body_error(&self.peer.label, answer);
-                    return Err(Some(answer));
-                }
-                Ok(Some(crate::h1::body::Piece::End)) => return Ok(held),
-                Ok(Some(crate::h1::body::Piece::Data(d))) => match held.push(&d) {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        // Over the shared budget: hand what came on with the rest.
-                        held.spill(d);
-                        return Ok(held);
-                    }
-                    Err(e) => {
-                        tracing::error!(client = %self.peer.label, error = %e, dir = %std::env::temp_dir().display(), "cannot hold a request body in a temporary file; 503");
-                        return Err(Some(Answer::BufferFailed));
-                    }
-                },
-                Ok(None) => {
-                    let read = tokio::time::timeout(
-                        self.front.cfg.body_timeout,
-                        read_more(&mut self.io, &mut self.rbuf),
-                    );
-                    match read.await {
-                        Ok(0) => return Err(None),
-                        Ok(_) => {}
-                        Err(_) => {
-                            client_body_error(&self.peer.label, Answer::BodyTimeout);
-                            return Err(Some(Answer::BodyTimeout));
-                        }
-                    }
-                }
             }
         }
     }
@@ -506,18 +454,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             }
         })
         .await;
-    }
-}
-
-/// One warning line a second at most for clients whose request bodies break the framing
-/// rules or stall: their doing, and a client must not be able to flood the log.
-fn client_body_error(client: &str, answer: Answer) {
-    static LAST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    if LAST.swap(now, std::sync::atomic::Ordering::Relaxed) != now {
-        tracing::warn!(client, status = answer.status(), error = %answer, "request body refused (logged at most once a second)");
     }
 }
 

@@ -90,7 +90,14 @@ pub(crate) async fn serve_tls_connection<T: Send + 'static>(
     let h2 = session.h2;
     peer.tls = Some(Arc::new(session));
     if h2 {
-        h2::serve(stream, peer, front, draining).await;
+        // ALPN said h2: the preface too must come within --header-timeout.
+        let mut stream = stream;
+        let mut rbuf = BytesMut::new();
+        if sniff_h2c(&mut stream, &mut rbuf, deadline).await == Some(true) {
+            h2::serve(Prefixed::new(rbuf.freeze(), stream), peer, front, draining).await;
+        } else {
+            tracing::debug!(client = %peer.label, "no HTTP/2 preface within --header-timeout after ALPN h2; closing");
+        }
         drop(slot);
     } else if front.cfg.http == HttpVersions::Http2 {
         tracing::debug!(client = %peer.label, "TLS client did not choose h2 and --http is 2; closing");

@@ -301,7 +301,7 @@ fn valid_value(value: &[u8]) -> bool {
     value.iter().all(|&b| b >= 0x20 && b != 0x7f || b == b'\t')
 }
 
-fn parse_length(v: &[u8]) -> Option<u64> {
+pub(crate) fn parse_length(v: &[u8]) -> Option<u64> {
     let v = trim(v);
     if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
         return None;

@@ -38,6 +38,7 @@ pub fn config() -> ServerConfig {
         header_timeout: Duration::from_secs(5),
         body_buffer: 16 << 20,
         body_timeout: Duration::from_secs(60),
+        body_min_rate: 1024,
         access_log_format: spillway_server::AccessLogFormat::Default,
         tls: None,
         http: spillway_server::HttpVersions::Auto,

@@ -1,7 +1,9 @@
 //! The front's request path against a fake worker (no Python): what a client sees when a
 //! worker answers, streams, dies, hangs, floods or breaks the protocol.
 
+mod h2client;
 mod harness;
+mod http2;
 
 use std::io::Read;
 use std::time::{Duration, Instant};
