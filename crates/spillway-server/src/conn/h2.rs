@@ -126,7 +126,7 @@ pub(crate) async fn serve<S>(
     builder
         .timer(TokioTimer::new())
         .max_concurrent_streams(front.cfg.http2_max_streams)
-        .max_header_list_size(front.limits.head_bytes().min(HEADER_LIST) as u32)
+        .max_header_list_size(header_list_limit(&front.limits) as u32)
         .max_pending_accept_reset_streams(20)
         .max_local_error_reset_streams(1024)
         // A peer that vanished without a FIN is found within a minute.
@@ -232,6 +232,15 @@ impl http_body::Body for Body {
             Body::Stream(_) => http_body::SizeHint::default(),
         }
     }
+}
+
+/// The largest decoded header list taken: [`HEADER_LIST`], or room for one field of
+/// `--limit-request-field-size` if that is larger, and never more than an HTTP/1.1 head.
+fn header_list_limit(limits: &crate::h1::head::HeadLimits) -> usize {
+    HEADER_LIST
+        .max(limits.field_size + 1024)
+        .min(limits.head_bytes())
+        .min(u32::MAX as usize)
 }
 
 /// The front's own answer as an HTTP/2 response.

@@ -604,3 +604,22 @@ fn http_versions_can_be_limited() {
         "HTTP/1.1 served with --http 2"
     );
 }
+
+/// A client that chose h2 by ALPN must send the HTTP/2 preface within --header-timeout,
+/// as a cleartext one must send its first head: a quiet one does not hold a connection
+/// slot.
+#[test]
+fn a_tls_client_that_chose_h2_and_sends_no_preface_is_closed_at_the_header_timeout() {
+    let b = Spillway::new(ECHO);
+    let pki = Pki::make(b.dir());
+    drop(b);
+    let srv = tls_server(&pki, &["--header-timeout", "2"]);
+    let tls = port(&srv, 0);
+    let ca = pki.ca.display().to_string();
+    let script = format!(
+        "import socket, ssl, time\nctx = ssl.create_default_context(cafile={ca:?})\nctx.set_alpn_protocols(['h2'])\ns = ctx.wrap_socket(socket.create_connection(('127.0.0.1', {tls})), server_hostname='127.0.0.1')\nassert s.selected_alpn_protocol() == 'h2', s.selected_alpn_protocol()\ns.settimeout(1)\nstart = time.monotonic()\nwhile time.monotonic() - start < 12:\n    try:\n        if not s.recv(65536):\n            print('closed after', round(time.monotonic() - start, 1))\n            break\n    except (socket.timeout, TimeoutError):\n        pass\n    except OSError as e:\n        print('closed after', round(time.monotonic() - start, 1), e)\n        break\nelse:\n    print('still open')\n"
+    );
+    let o = run(Command::new("python3").args(["-c", &script]));
+    let said = text(&o);
+    assert!(said.contains("closed after"), "{said}\n{}", srv.report());
+}
