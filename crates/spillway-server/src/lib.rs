@@ -38,7 +38,8 @@ mod tls;
 pub mod trusted;
 mod upload;
 
-/// The HTTP/1.1 parsers, for the cargo-fuzz targets in `fuzz/`; not an API.
+/// The HTTP/1.1 parsers and the HTTP/2 request path, for the cargo-fuzz targets in
+/// `fuzz/`; not an API.
 #[doc(hidden)]
 pub mod fuzzing {
     use crate::h1::body::{BodyDecoder, Piece};
@@ -72,6 +73,64 @@ pub mod fuzzing {
                 .map_err(|a| a.status()),
             Err(a) => Err(a.status()),
         }
+    }
+
+    /// An HTTP/2 request's head (as h2 decoded it) to the frame head a worker gets, under
+    /// the default limits: the frame's bytes, or the status of its refusal. The frame
+    /// must decode back to the same head, and `:authority` must be its `HTTP_HOST`.
+    pub fn h2_request(parts: &http::request::Parts, end_stream: bool) -> Result<Vec<u8>, u16> {
+        let limits = HeadLimits {
+            target: 4094,
+            fields: 100,
+            field_size: 8190,
+        };
+        let peer = crate::request::Peer {
+            ip: Some(std::net::IpAddr::from([127, 0, 0, 1])),
+            remote_addr: bytes::Bytes::from_static(b"127.0.0.1"),
+            remote_port: bytes::Bytes::from_static(b"40000"),
+            server_name: bytes::Bytes::from_static(b"127.0.0.1"),
+            server_port: bytes::Bytes::from_static(b"8000"),
+            label: "127.0.0.1:40000".into(),
+            tls: None,
+        };
+        let policy = crate::request::RequestPolicy {
+            root_path: String::new(),
+            limit_request_field_size: limits.field_size,
+            forwarded_allow_ips: crate::trusted::TrustedProxies::parse("127.0.0.1")
+                .expect("a valid address"),
+        };
+        let (head, _) = crate::conn::h2_stream::head_of(parts, end_stream, &limits, &peer, &policy)
+            .map_err(|a| a.status())?;
+        if let Some(a) = parts.uri.authority() {
+            let host = head
+                .headers
+                .iter()
+                .find(|(k, _)| k.as_ref() == b"HTTP_HOST");
+            assert_eq!(host.map(|(_, v)| v.as_ref()), Some(a.as_str().as_bytes()));
+        }
+        let frame = spillway_proto::Frame::RequestHead {
+            stream: 1,
+            head: Box::new(head),
+        };
+        let mut buf = bytes::BytesMut::new();
+        if frame.encode(&mut buf).is_err() {
+            return Err(431);
+        }
+        let wire = buf.to_vec();
+        match spillway_proto::decode(&mut buf) {
+            Ok(Some(back)) => assert_eq!(back, frame, "the frame did not decode to its head"),
+            other => panic!("an encoded head did not decode: {other:?}"),
+        }
+        Ok(wire)
+    }
+
+    /// The largest HTTP/2 header list the front takes, under the default limits.
+    pub fn h2_header_list() -> u32 {
+        crate::conn::h2::header_list_limit(&HeadLimits {
+            target: 4094,
+            fields: 100,
+            field_size: 8190,
+        }) as u32
     }
 
     /// Decodes a chunked body fed in `pieces`, taking at most `max` bytes a step: the

@@ -70,6 +70,11 @@ impl Upload {
         Some(silent.min(slow))
     }
 
+    /// Whether a wait is under way.
+    pub fn is_waiting(&self) -> bool {
+        self.wait_started.is_some()
+    }
+
     /// `n` body bytes came from the client.
     pub fn received(&mut self, n: usize, now: Instant) {
         self.received += n as u64;

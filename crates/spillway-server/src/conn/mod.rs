@@ -12,7 +12,8 @@
 mod buffer;
 mod exchange;
 mod front;
-mod h2;
+pub(crate) mod h2;
+pub(crate) mod h2_stream;
 mod hold;
 mod prefixed;
 mod proxy;
