@@ -258,18 +258,28 @@ fn trickling_http2_uploads_hold_no_thread() {
     }
 }
 
-/// Item 1, streamed bodies: a client trickling a body larger than --body-buffer, which
-/// the application reads as it comes, gets 408 once it falls below --body-min-rate,
-/// over both protocols, and the application hears it is gone.
+/// Item 1, streamed bodies: a client trickling a body the application reads as it comes
+/// (larger than --body-buffer, or sent after `100 Continue`) gets 408 once it falls below
+/// --body-min-rate, over both protocols, and the application hears it is gone.
 #[test]
 fn a_streamed_upload_below_the_minimum_rate_gets_408_over_both_protocols() {
     let mut cfg = config();
     cfg.body_buffer = 1024;
     cfg.body_min_rate = 1000;
+    cfg.threads = spillway_server::Threads {
+        min: 3,
+        max: 3,
+        pinned: Some(3),
+    };
     let front = Front::start(cfg);
 
-    let mut s = front.connect();
-    s.send(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n");
+    let mut large = front.connect();
+    large.send(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n");
+    let mut expect = front.connect();
+    expect.send(
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\nExpect: 100-continue\r\n\r\n",
+    );
+    assert_eq!(expect.read_interim(), Ok(100));
     let started = Instant::now();
     let mut c = H2::connect(front.addr);
     let req = Request::post("http://test/echo")
@@ -279,22 +289,68 @@ fn a_streamed_upload_below_the_minimum_rate_gets_408_over_both_protocols() {
     let (resp, mut send) = c.open(req, false).expect("stream");
     let h2 = c.spawn(async move { resp.await.map(|r| r.status().as_u16()) });
     // One byte every 200 ms on each: alive, but far below 1000 B/s.
-    let mut h1 = None;
-    while started.elapsed() < Duration::from_secs(15) && (h1.is_none() || !h2.is_finished()) {
-        let _ = s.try_send(b"z");
+    let mut h1 = [(large, None), (expect, None)];
+    let done = |h1: &[(spillway_testkit::Conn, Option<spillway_testkit::Response>)]| {
+        h1.iter().all(|(_, r)| r.is_some())
+    };
+    while started.elapsed() < Duration::from_secs(15) && !(done(&h1) && h2.is_finished()) {
         let _ = send.send_data(Bytes::from_static(b"z"), false);
-        if h1.is_none() {
-            h1 = s.poll_response(Duration::from_millis(200)).unwrap_or(None);
-        } else {
-            std::thread::sleep(Duration::from_millis(200));
+        for (conn, answer) in h1.iter_mut() {
+            if answer.is_none() {
+                let _ = conn.try_send(b"z");
+                *answer = conn
+                    .poll_response(Duration::from_millis(100))
+                    .unwrap_or(None);
+            }
         }
+        std::thread::sleep(Duration::from_millis(100));
     }
-    let h1 = h1.expect("no answer over HTTP/1.1 to a trickled body");
-    assert_eq!(h1.status, 408, "{h1}");
+    for (what, (_, answer)) in ["over --body-buffer", "after 100 Continue"].iter().zip(&h1) {
+        let r = answer
+            .as_ref()
+            .unwrap_or_else(|| panic!("no answer to a trickled body {what}"));
+        assert_eq!(r.status, 408, "{what}: {r}");
+    }
     assert!(h2.is_finished(), "no answer over HTTP/2 to a trickled body");
     let status = c.run(h2).expect("the task");
     assert_eq!(status.ok(), Some(408));
     assert!(front.marked("cancelled-echo"), "the application waited on");
+}
+
+/// A stream the client resets once its request runs cancels it on the worker, as a
+/// client leaving an HTTP/1.1 connection does; a full queue is 503 with Retry-After.
+#[test]
+fn a_reset_stream_cancels_its_request_and_a_full_queue_is_503_over_http2() {
+    let mut cfg = config();
+    cfg.max_queue = 1;
+    let front = Front::start(cfg);
+    let mut c = H2::connect(front.addr);
+    let req = Request::get("http://test/wait-cancel/h2")
+        .body(())
+        .expect("request");
+    let (_resp, mut send) = c.open(req, true).expect("stream");
+    std::thread::sleep(Duration::from_millis(300));
+    send.send_reset(Reason::CANCEL);
+    assert!(
+        front.marked("cancelled-h2"),
+        "the application ran on for a reset stream"
+    );
+
+    // Two threads busy, one request queued: the next is refused at once.
+    let mut busy = Vec::new();
+    for _ in 0..3 {
+        let req = Request::get("http://test/slow/1500")
+            .body(())
+            .expect("request");
+        busy.push(c.open(req, true).expect("stream"));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let r = ok(c.get("/hello"));
+    assert_eq!(r.status, 503, "{r:?}");
+    assert!(r.headers.get("retry-after").is_some(), "{r:?}");
+    for (resp, _) in busy {
+        assert_eq!(c.run(resp).expect("response").status(), 200);
+    }
 }
 
 /// Item 17: a worker that breaks the reply order is retired (replaced), like one that
