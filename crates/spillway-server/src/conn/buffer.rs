@@ -4,21 +4,126 @@
 //! first [`IN_MEMORY`] are kept in memory, the rest in an unnamed temporary file in
 //! `$TMPDIR`. A larger body streams under credit as it arrives, after what was buffered.
 //!
-//! All requests together hold at most [`BUDGET`] bytes: past it, new bodies stream
-//! instead, so many concurrent uploads cannot fill the disk.
+//! All requests together hold at most [`BUDGET`] bytes, and the temporary files never
+//! take the last [`DISK_RESERVE`] of `$TMPDIR`'s file system (its free space is read with
+//! statvfs(2) at most once a second): past either, new bodies stream instead, so many
+//! concurrent uploads cannot fill the disk. A `$TMPDIR` that cannot take a file (missing,
+//! read-only, full, or no descriptor left) makes bodies stream too, with one WARN per
+//! period: holding a body is an optimisation, never a reason to refuse a request.
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+
+use crate::throttle::Throttle;
 
 /// Bytes of each body kept in memory.
 pub(crate) const IN_MEMORY: usize = 64 * 1024;
 /// Bytes of bodies buffered at once, across all requests.
 pub(crate) const BUDGET: u64 = 2 << 30;
 
+/// Part of the temporary directory's file system left free: one part in this many.
+pub(crate) const DISK_RESERVE: u64 = 20;
+/// After a temporary file could not be written, bodies stream for this long before the
+/// directory is tried again (and the WARN is written at most this often).
+const RETRY_AFTER: Duration = Duration::from_secs(10);
+
 static HELD: AtomicU64 = AtomicU64::new(0);
+static TMP_FAILED: Throttle = Throttle::new(RETRY_AFTER);
+static TMP_FULL: Throttle = Throttle::new(RETRY_AFTER);
+static DISK: Mutex<Disk> = Mutex::new(Disk {
+    checked: None,
+    room: 0,
+    failed: None,
+});
+
+/// What is known of the temporary directory.
+struct Disk {
+    /// When its free space was last read.
+    checked: Option<Instant>,
+    /// Bytes the temporary files may still take: free space less the reserve, less what
+    /// was written since it was read.
+    room: u64,
+    /// When a temporary file last failed.
+    failed: Option<Instant>,
+}
+
+/// Free bytes of `dir`'s file system an unprivileged writer can use, less the reserve.
+fn room_in(dir: &std::path::Path) -> io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in $TMPDIR"))?;
+    // SAFETY: all zeroes is a valid statvfs; statvfs(2) takes a NUL-terminated path and
+    // writes into the struct we own.
+    let (rc, st) = unsafe {
+        let mut st: libc::statvfs = std::mem::zeroed();
+        (libc::statvfs(path.as_ptr(), &mut st), st)
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let block = st.f_frsize;
+    let avail = st.f_bavail.saturating_mul(block);
+    let reserve = st.f_blocks.saturating_mul(block) / DISK_RESERVE;
+    Ok(avail.saturating_sub(reserve))
+}
+
+/// Takes `n` bytes of room in the temporary directory; false if it has not that much, or
+/// failed lately.
+fn take_disk_room(n: u64) -> bool {
+    let mut d = DISK.lock().unwrap_or_else(|p| p.into_inner());
+    let now = Instant::now();
+    if d.failed
+        .is_some_and(|t| now.duration_since(t) < RETRY_AFTER)
+    {
+        return false;
+    }
+    if d.checked
+        .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
+    {
+        d.checked = Some(now);
+        d.room = match room_in(&std::env::temp_dir()) {
+            Ok(room) => room,
+            Err(e) => {
+                drop(d);
+                temp_file_failed(&e);
+                return false;
+            }
+        };
+    }
+    if d.room < n {
+        if let Some(suppressed) = TMP_FULL.allow() {
+            tracing::warn!(
+                dir = %std::env::temp_dir().display(),
+                suppressed,
+                "the temporary directory is nearly full: request bodies stream to the application instead of being held"
+            );
+        }
+        return false;
+    }
+    d.room -= n;
+    true
+}
+
+/// Says once per period that the temporary directory failed, and stops using it for a
+/// while.
+fn temp_file_failed(e: &io::Error) {
+    DISK.lock().unwrap_or_else(|p| p.into_inner()).failed = Some(Instant::now());
+    if let Some(suppressed) = TMP_FAILED.allow() {
+        tracing::warn!(
+            dir = %std::env::temp_dir().display(),
+            error = %e,
+            cause = crate::fdlimit::hint(e),
+            suppressed,
+            retry_in_s = RETRY_AFTER.as_secs(),
+            "cannot hold request bodies in a temporary file ($TMPDIR): they stream to the application instead"
+        );
+    }
+}
 
 /// A body, or its first part, received and held for the worker.
 pub(crate) struct Buffered {
@@ -55,26 +160,43 @@ impl Buffered {
         self.len
     }
 
-    /// Keeps `data`, if the budget allows; false means: stream the rest instead.
-    pub fn push(&mut self, data: &[u8]) -> io::Result<bool> {
+    /// Keeps `data`, if the budget and the temporary directory allow; false means: stream
+    /// the rest instead (nothing of `data` was kept).
+    pub fn push(&mut self, data: &[u8]) -> bool {
         let n = data.len() as u64;
         if HELD.fetch_add(n, Ordering::Relaxed) + n > BUDGET {
             HELD.fetch_sub(n, Ordering::Relaxed);
-            return Ok(false);
+            return false;
+        }
+        let room = IN_MEMORY.saturating_sub(self.mem.len()).min(data.len());
+        let rest = &data[room..];
+        // The file part first: if it fails, nothing of `data` is kept.
+        if !rest.is_empty() {
+            if let Err(e) = self.write_file(rest) {
+                HELD.fetch_sub(n, Ordering::Relaxed);
+                if let Some(e) = e {
+                    temp_file_failed(&e);
+                }
+                return false;
+            }
         }
         self.reserved += n;
-        let room = IN_MEMORY.saturating_sub(self.mem.len()).min(data.len());
         self.mem.extend_from_slice(&data[..room]);
-        let rest = &data[room..];
-        if !rest.is_empty() {
-            let file = match &mut self.file {
-                Some(f) => f,
-                None => self.file.insert(temp_file()?),
-            };
-            file.write_all(rest)?;
-        }
         self.len += n;
-        Ok(true)
+        true
+    }
+
+    /// Appends `rest` to the temporary file. `Err(None)`: no room on the disk.
+    fn write_file(&mut self, rest: &[u8]) -> Result<(), Option<io::Error>> {
+        if !take_disk_room(rest.len() as u64) {
+            return Err(None);
+        }
+        let file = match &mut self.file {
+            Some(f) => f,
+            None => self.file.insert(temp_file()?),
+        };
+        // A partial write leaves bytes past `len`, which are never read.
+        Ok(file.write_all(rest)?)
     }
 
     /// The next piece for the worker, at most `max` bytes; `None` once all was sent.
@@ -164,10 +286,10 @@ mod tests {
     #[test]
     fn small_bodies_stay_in_memory_and_large_ones_spill_to_a_file() {
         let mut b = Buffered::new();
-        assert!(b.push(b"hello").unwrap());
+        assert!(b.push(b"hello"));
         assert!(b.file.is_none());
         let big = vec![7u8; IN_MEMORY * 3];
-        assert!(b.push(&big).unwrap());
+        assert!(b.push(&big));
         assert!(b.file.is_some());
         assert_eq!(b.len(), 5 + big.len() as u64);
         let mut out = Vec::new();
@@ -184,7 +306,7 @@ mod tests {
     fn the_budget_is_given_back_when_a_buffer_goes() {
         let before = HELD.load(Ordering::Relaxed);
         let mut b = Buffered::new();
-        b.push(&[1u8; 1000]).unwrap();
+        assert!(b.push(&[1u8; 1000]));
         assert!(HELD.load(Ordering::Relaxed) >= before + 1000);
         drop(b);
         assert!(HELD.load(Ordering::Relaxed) < before + 1000);

@@ -372,18 +372,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                     return Err(Some(answer));
                 }
                 Ok(Some(crate::h1::body::Piece::End)) => return Ok(held),
-                Ok(Some(crate::h1::body::Piece::Data(d))) => match held.push(&d) {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        // Over the shared budget: hand what came on with the rest.
+                Ok(Some(crate::h1::body::Piece::Data(d))) => {
+                    if !held.push(&d) {
+                        // Over the shared budget, or no temporary file: hand what came on
+                        // with the rest, which streams.
                         held.spill(d);
                         return Ok(held);
                     }
-                    Err(e) => {
-                        tracing::error!(client = %self.peer.label, error = %e, dir = %std::env::temp_dir().display(), "cannot hold a request body in a temporary file; 503");
-                        return Err(Some(Answer::BufferFailed));
-                    }
-                },
+                }
                 Ok(None) => {
                     let read = tokio::time::timeout(
                         self.front.cfg.body_timeout,
