@@ -6,7 +6,8 @@
 //!
 //! Loopback is reachable from any web page a local browser shows, so the endpoint guards
 //! itself (see [`guard`]): `/status`, `/metrics` and `/reload` answer only requests whose
-//! `Host` is an address, a localhost name or a name in `--admin-hosts` (DNS rebinding),
+//! `Host` is an address, a localhost name, this machine's host name or a name in
+//! `--admin-hosts` (DNS rebinding),
 //! and `POST /reload` refuses what a cross-site page can send. Connections are few and
 //! short: at most [`MAX_CONNECTIONS`], and one idle or sending its head for
 //! [`HEAD_TIMEOUT`] is closed.
@@ -41,6 +42,7 @@ pub(crate) const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_LIFETIME: Duration = Duration::from_secs(60);
 
 static OVER_LIMIT_LOG: Throttle = Throttle::new(Duration::from_secs(10));
+static REFUSED_HOST_LOG: Throttle = Throttle::new(Duration::from_secs(10));
 
 /// What the admin endpoint's connections share.
 struct Admin {
@@ -73,6 +75,10 @@ async fn handle(
     let path = req.uri().path();
     if matches!(path, "/status" | "/metrics" | "/reload") && tcp {
         if let Err(why) = guard::host(req.headers(), &admin.hosts) {
+            if let Some(suppressed) = REFUSED_HOST_LOG.allow() {
+                let host = req.headers().get(http::header::HOST);
+                tracing::warn!(path, host = ?host, suppressed, "admin endpoint: request for a host name not in --admin-hosts refused (403)");
+            }
             return Ok(reply(StatusCode::FORBIDDEN, text, why));
         }
     }
@@ -187,7 +193,11 @@ pub(crate) async fn serve(
     let admin = Arc::new(Admin {
         state,
         reload,
-        hosts: hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
+        hosts: hosts
+            .iter()
+            .map(|h| h.to_ascii_lowercase())
+            .chain(guard::own_hostname())
+            .collect(),
     });
     let room = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {

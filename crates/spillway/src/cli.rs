@@ -212,8 +212,8 @@ pub struct ServeArgs {
     pub admin: Option<String>,
 
     /// Host names (comma-separated) the admin endpoint answers /status, /metrics and
-    /// /reload for, besides IP addresses and localhost names; any other Host gets 403
-    /// (DNS rebinding). [default: none]
+    /// /reload for, besides IP addresses, localhost names and this machine's host name;
+    /// any other Host gets 403 (DNS rebinding). [default: none]
     #[arg(
         long,
         value_name = "NAMES",

@@ -46,13 +46,25 @@ pub(super) fn allowed_host(host: &str, names: &[String]) -> bool {
         || names.contains(&name)
 }
 
+/// This machine's host name (lowercase), which a rebinding page cannot send as `Host`.
+pub(super) fn own_hostname() -> Option<String> {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname(2) writes at most `len` bytes into the buffer we own.
+    if unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } != 0 {
+        return None;
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    let name = std::str::from_utf8(&buf[..end]).ok()?.to_ascii_lowercase();
+    (!name.is_empty()).then_some(name)
+}
+
 /// The `Host` check; `Err` is the reason, for a 403. A request without `Host` (HTTP/1.0
 /// tools) passes: browsers always send one.
 pub(super) fn host(headers: &HeaderMap, names: &[String]) -> Result<(), &'static str> {
     match headers.get(HOST).map(|h| h.to_str()) {
         None => Ok(()),
         Some(Ok(h)) if allowed_host(h, names) => Ok(()),
-        Some(_) => Err("forbidden: Host is not an address, localhost or a name in --admin-hosts\n"),
+        Some(_) => Err("forbidden: Host is not an address, localhost, this host's name or a name in --admin-hosts\n"),
     }
 }
 

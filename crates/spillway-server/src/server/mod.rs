@@ -427,15 +427,19 @@ impl Running {
     }
 
     /// Re-reads the TLS certificates and starts a new generation of workers.
+    ///
+    /// A reload asked for while one is under way joins it (the certificates are re-read
+    /// all the same: that is instant), so a burst of requests starts one generation.
     fn reload(&self, source: &'static str) {
-        if self.reloading.swap(true, Ordering::AcqRel) {
+        let joins = self.reloading.swap(true, Ordering::AcqRel);
+        if joins {
             tracing::info!(
                 source,
                 "reload requested while one is under way; it joins that one"
             );
-            return;
+        } else {
+            tracing::info!(source, "reloading workers");
         }
-        tracing::info!(source, "reloading workers");
         if let Some(tls) = &self.tls {
             match tls.reload() {
                 Ok(()) => tracing::info!("TLS certificates re-read; new handshakes use them"),
@@ -444,7 +448,9 @@ impl Running {
                 }
             }
         }
-        spawn_reload(&self.sup, &self.cfg.notify, self.reloading.clone());
+        if !joins {
+            spawn_reload(&self.sup, &self.cfg.notify, self.reloading.clone());
+        }
     }
 
     /// Drains (unless told to stop at once), then stops everything.
