@@ -12,9 +12,10 @@
 //! period: holding a body is an optimisation, never a reason to refuse a request.
 
 use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io;
+use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -125,12 +126,27 @@ fn temp_file_failed(e: &io::Error) {
     }
 }
 
-/// A body, or its first part, received and held for the worker.
+/// File-bound bytes gathered before one write: writes and reads of the temporary file run
+/// on the blocking pool, never on the event loop, one per batch (a body held in memory
+/// grows by at most this much while it waits for its write).
+const WRITE_BATCH: usize = 128 * 1024;
+/// The least and the most read back from the file at once, ahead of the worker's credit.
+const READ_AHEAD: (u64, u64) = (256 * 1024, 4 << 20);
+
+/// A body, or its first part, received and held for the worker: the first bytes in
+/// memory, then the temporary file, then (not yet written) `pending`.
 pub(crate) struct Buffered {
     mem: BytesMut,
-    file: Option<File>,
+    file: Option<Arc<File>>,
+    /// Bytes written to the file.
+    file_len: u64,
+    /// The bytes after the file's, gathered for its next write.
+    pending: BytesMut,
     len: u64,
     sent: u64,
+    /// Bytes read back from the file at body offset `ahead_at`, not yet sent.
+    ahead: Bytes,
+    ahead_at: u64,
     /// Bytes counted against [`BUDGET`], given back on drop.
     reserved: u64,
     /// A piece that came when the budget was spent: sent after the rest, not held.
@@ -143,8 +159,12 @@ impl Buffered {
         Buffered {
             mem: BytesMut::new(),
             file: None,
+            file_len: 0,
+            pending: BytesMut::new(),
             len: 0,
             sent: 0,
+            ahead: Bytes::new(),
+            ahead_at: 0,
             reserved: 0,
             spilled: None,
         }
@@ -162,7 +182,7 @@ impl Buffered {
 
     /// Keeps `data`, if the budget and the temporary directory allow; false means: stream
     /// the rest instead (nothing of `data` was kept).
-    pub fn push(&mut self, data: &[u8]) -> bool {
+    pub async fn push(&mut self, data: &[u8]) -> bool {
         let n = data.len() as u64;
         if HELD.fetch_add(n, Ordering::Relaxed) + n > BUDGET {
             HELD.fetch_sub(n, Ordering::Relaxed);
@@ -172,13 +192,14 @@ impl Buffered {
         let rest = &data[room..];
         // The file part first: if it fails, nothing of `data` is kept.
         if !rest.is_empty() {
-            if let Err(e) = self.write_file(rest) {
+            if let Err(e) = self.make_room(rest.len()).await {
                 HELD.fetch_sub(n, Ordering::Relaxed);
                 if let Some(e) = e {
                     temp_file_failed(&e);
                 }
                 return false;
             }
+            self.pending.extend_from_slice(rest);
         }
         self.reserved += n;
         self.mem.extend_from_slice(&data[..room]);
@@ -186,17 +207,67 @@ impl Buffered {
         true
     }
 
-    /// Appends `rest` to the temporary file. `Err(None)`: no room on the disk.
-    fn write_file(&mut self, rest: &[u8]) -> Result<(), Option<io::Error>> {
-        if !take_disk_room(rest.len() as u64) {
+    /// Makes room in `pending` for `n` more bytes, writing it to the file once a batch
+    /// is full. `Err(None)`: no room on the disk.
+    async fn make_room(&mut self, n: usize) -> Result<(), Option<io::Error>> {
+        if !take_disk_room(n as u64) {
             return Err(None);
         }
-        let file = match &mut self.file {
-            Some(f) => f,
-            None => self.file.insert(temp_file()?),
+        if self.pending.len() + n <= WRITE_BATCH {
+            return Ok(());
+        }
+        let file = self.file.clone();
+        let batch = self.pending.split().freeze();
+        let kept = batch.clone();
+        let at = self.file_len;
+        let written = tokio::task::spawn_blocking(move || {
+            let file = match file {
+                Some(f) => f,
+                None => Arc::new(temp_file()?),
+            };
+            file.write_all_at(&batch, at)?;
+            Ok::<_, io::Error>(file)
+        })
+        .await
+        .unwrap_or_else(|e| Err(io::Error::other(e)));
+        match written {
+            Ok(file) => {
+                self.file = Some(file);
+                self.file_len += kept.len() as u64;
+                Ok(())
+            }
+            Err(e) => {
+                // What was kept stays servable: the batch goes back where it was.
+                self.pending = BytesMut::from(kept.as_ref());
+                Err(Some(e))
+            }
+        }
+    }
+
+    /// Reads the file ahead of the worker's `credit` off the event loop, so that
+    /// [`Buffered::next_chunk`] finds the bytes in memory.
+    pub async fn fill(&mut self, credit: u64) {
+        let in_mem = self.mem.len() as u64;
+        let file_end = in_mem + self.file_len;
+        let ahead_end = self.ahead_at + self.ahead.len() as u64;
+        if self.sent < in_mem || self.sent >= file_end || self.sent < ahead_end {
+            return;
+        }
+        let Some(file) = self.file.clone() else {
+            return;
         };
-        // A partial write leaves bytes past `len`, which are never read.
-        Ok(file.write_all(rest)?)
+        let at = self.sent;
+        let n = (file_end - at).min(credit.clamp(READ_AHEAD.0, READ_AHEAD.1)) as usize;
+        let read = tokio::task::spawn_blocking(move || {
+            let mut buf = vec![0u8; n];
+            file.read_exact_at(&mut buf, at - in_mem).map(|()| buf)
+        })
+        .await;
+        // A failed read is tried again, on the spot, by next_chunk, which reports it.
+        if let Ok(Ok(buf)) = read {
+            self.ahead = Bytes::from(buf);
+            self.ahead_at = at;
+        }
     }
 
     /// The next piece for the worker, at most `max` bytes; `None` once all was sent.
@@ -211,22 +282,32 @@ impl Buffered {
             }));
         }
         let in_mem = self.mem.len() as u64;
-        if self.sent < in_mem {
-            let n = ((in_mem - self.sent) as usize).min(max);
+        let file_end = in_mem + self.file_len;
+        let chunk = if self.sent < in_mem {
             let start = self.sent as usize;
-            self.sent += n as u64;
-            return Ok(Some(Bytes::copy_from_slice(&self.mem[start..start + n])));
-        }
-        let Some(file) = self.file.as_mut() else {
-            return Ok(None);
+            let n = (in_mem as usize - start).min(max);
+            Bytes::copy_from_slice(&self.mem[start..start + n])
+        } else if self.sent >= file_end {
+            let start = (self.sent - file_end) as usize;
+            let n = (self.pending.len() - start).min(max);
+            Bytes::copy_from_slice(&self.pending[start..start + n])
+        } else if self.sent >= self.ahead_at && self.sent < self.ahead_at + self.ahead.len() as u64
+        {
+            let start = (self.sent - self.ahead_at) as usize;
+            let n = (self.ahead.len() - start).min(max);
+            self.ahead.slice(start..start + n)
+        } else {
+            // Not read ahead (fill was not awaited): read here.
+            let Some(file) = self.file.as_ref() else {
+                return Ok(None);
+            };
+            let n = ((file_end - self.sent) as usize).min(max);
+            let mut chunk = vec![0u8; n];
+            file.read_exact_at(&mut chunk, self.sent - in_mem)?;
+            Bytes::from(chunk)
         };
-        let offset = self.sent - in_mem;
-        let n = ((self.len - self.sent) as usize).min(max);
-        let mut chunk = vec![0u8; n];
-        file.seek(SeekFrom::Start(offset))?;
-        file.read_exact(&mut chunk)?;
-        self.sent += n as u64;
-        Ok(Some(Bytes::from(chunk)))
+        self.sent += chunk.len() as u64;
+        Ok(Some(chunk))
     }
 
     /// Everything held was sent.
@@ -283,30 +364,53 @@ fn rand_bits() -> u64 {
 mod tests {
     use super::*;
 
-    #[test]
-    fn small_bodies_stay_in_memory_and_large_ones_spill_to_a_file() {
-        let mut b = Buffered::new();
-        assert!(b.push(b"hello"));
-        assert!(b.file.is_none());
-        let big = vec![7u8; IN_MEMORY * 3];
-        assert!(b.push(&big));
-        assert!(b.file.is_some());
-        assert_eq!(b.len(), 5 + big.len() as u64);
+    /// Everything `b` hands the worker, `max` bytes at most a piece, reading ahead as the
+    /// exchange does when `fill` is true.
+    async fn drain(b: &mut Buffered, max: usize, fill: bool) -> Vec<u8> {
         let mut out = Vec::new();
-        while let Some(c) = b.next_chunk(10_000).unwrap() {
-            assert!(c.len() <= 10_000);
-            out.extend_from_slice(&c);
+        loop {
+            if fill {
+                b.fill(max as u64).await;
+            }
+            match b.next_chunk(max).unwrap() {
+                Some(c) => {
+                    assert!(!c.is_empty() && c.len() <= max);
+                    out.extend_from_slice(&c);
+                }
+                None => return out,
+            }
         }
-        assert!(b.is_drained());
-        assert_eq!(&out[..5], b"hello");
-        assert_eq!(&out[5..], &big[..]);
     }
 
-    #[test]
-    fn the_budget_is_given_back_when_a_buffer_goes() {
+    #[tokio::test]
+    async fn small_bodies_stay_in_memory_and_large_ones_go_to_a_file_in_batches() {
+        for fill in [true, false] {
+            let mut b = Buffered::new();
+            assert!(b.push(b"hello").await);
+            assert!(b.file.is_none());
+            let big = pattern(IN_MEMORY + 5 * WRITE_BATCH + 777);
+            for piece in big.chunks(10_000) {
+                assert!(b.push(piece).await);
+            }
+            assert!(b.file.is_some());
+            assert!(b.file_len > 0 && !b.pending.is_empty());
+            assert_eq!(b.len(), 5 + big.len() as u64);
+            let out = drain(&mut b, 70_000, fill).await;
+            assert!(b.is_drained());
+            assert_eq!(&out[..5], b"hello");
+            assert!(out[5..] == big[..], "fill: {fill}");
+        }
+    }
+
+    fn pattern(n: usize) -> Vec<u8> {
+        (0..n).map(|i| (i * 7 % 251) as u8).collect()
+    }
+
+    #[tokio::test]
+    async fn the_budget_is_given_back_when_a_buffer_goes() {
         let before = HELD.load(Ordering::Relaxed);
         let mut b = Buffered::new();
-        assert!(b.push(&[1u8; 1000]));
+        assert!(b.push(&[1u8; 1000]).await);
         assert!(HELD.load(Ordering::Relaxed) >= before + 1000);
         drop(b);
         assert!(HELD.load(Ordering::Relaxed) < before + 1000);

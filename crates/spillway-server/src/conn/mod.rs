@@ -373,7 +373,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 }
                 Ok(Some(crate::h1::body::Piece::End)) => return Ok(held),
                 Ok(Some(crate::h1::body::Piece::Data(d))) => {
-                    if !held.push(&d) {
+                    if !held.push(&d).await {
                         // Over the shared budget, or no temporary file: hand what came on
                         // with the rest, which streams.
                         held.spill(d);
