@@ -7,10 +7,9 @@
 //! Loopback is reachable from any web page a local browser shows, so the endpoint guards
 //! itself (see [`guard`]): `/status`, `/metrics` and `/reload` answer only requests whose
 //! `Host` is an address, a localhost name, this machine's host name or a name in
-//! `--admin-hosts` (DNS rebinding),
-//! and `POST /reload` refuses what a cross-site page can send. Connections are few and
-//! short: at most [`MAX_CONNECTIONS`], and one idle or sending its head for
-//! [`HEAD_TIMEOUT`] is closed.
+//! `--admin-hosts` (DNS rebinding), and `POST /reload` refuses what a cross-site page can
+//! send. Connections are few and short: at most [`MAX_CONNECTIONS`], and one idle or
+//! sending its head for [`HEAD_TIMEOUT`] is closed.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -34,10 +33,10 @@ use crate::throttle::Throttle;
 mod guard;
 
 /// Admin connections open at once; more are answered 503 and closed.
-pub(crate) const MAX_CONNECTIONS: usize = 32;
+const MAX_CONNECTIONS: usize = 32;
 /// A connection that takes longer to send a request head, or stays idle between
 /// requests longer, is closed.
-pub(crate) const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
+const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
 /// A connection is asked to close (after its response) once this old.
 const MAX_LIFETIME: Duration = Duration::from_secs(60);
 
@@ -48,7 +47,8 @@ static REFUSED_HOST_LOG: Throttle = Throttle::new(Duration::from_secs(10));
 struct Admin {
     state: Arc<ServerState>,
     reload: Controller,
-    /// Names besides addresses and localhost that `Host` may carry (`--admin-hosts`).
+    /// Names besides addresses and localhost that `Host` may carry (`--admin-hosts` and
+    /// this machine's host name).
     hosts: Vec<String>,
 }
 
