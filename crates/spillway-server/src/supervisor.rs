@@ -233,7 +233,7 @@ impl Supervisor {
         )
         .await?;
         let spawn::Started {
-            mut child,
+            child,
             link,
             reader,
             threads,
@@ -253,47 +253,11 @@ impl Supervisor {
         let pool = self.pool.clone();
         let sup = Arc::downgrade(self);
         tokio::spawn(async move {
-            let mut reader = reader;
-            // The process's own exit (SIGCHLD), not the end of its socket, says it died: a
-            // child the application started may hold the socket open long after.
-            let (error, exited) = tokio::select! {
-                error = reader.route_until_end() => (error, None),
-                status = wait_or_kill(&mut child, &killer) => {
-                    // What it wrote before it went is still delivered; a socket kept open
-                    // by a child of its ends the wait after a moment.
-                    let error = tokio::time::timeout(Duration::from_millis(50), reader.route_until_end())
-                        .await
-                        .unwrap_or(None);
-                    (error, Some(status))
-                }
-            };
-            // Out of the pool before its requests fail, so that nothing picks it and its
-            // claims free nothing.
-            reader.fail(|| pool.remove(id));
-            let exited_first = exited.is_some();
-            let status = match exited {
-                Some(status) => status,
-                None => {
-                    // It closed its socket or broke the protocol while still running:
-                    // useless either way, and its requests have already failed.
-                    let _ = child.start_kill();
-                    child.wait().await
-                }
-            };
-            let cause = match (&exited_first, &error, &status) {
-                (false, _, _) | (_, Some(_), _) => DeathCause::Protocol,
-                (_, _, Ok(st)) => death_cause(*st),
-                (_, _, Err(_)) => DeathCause::Exit,
-            };
-            let status = status.map_or_else(|e| e.to_string(), describe_exit);
-            let status = match error {
-                Some(e) => format!("{status}; {e}"),
-                None => status,
-            };
+            let exit = reap(child, reader, &killer, &pool, id).await;
             if let Some(sup) = sup.upgrade() {
                 lock(&sup.killers).remove(&id);
             }
-            let _ = tx.send(Some(Exit { status, cause }));
+            let _ = tx.send(Some(exit));
         });
         Ok(Running { link, exited: rx })
     }
@@ -642,6 +606,54 @@ impl Supervisor {
             killer.kill();
         }
     }
+}
+
+/// Routes a worker's frames until it goes, fails its requests, and waits for its process
+/// (killing it when `killer` asks, or when its socket ended first): how it ended.
+async fn reap(
+    mut child: tokio::process::Child,
+    mut reader: crate::link::WorkerReader,
+    killer: &Killer,
+    pool: &Workers,
+    id: u64,
+) -> Exit {
+    // The process's own exit (SIGCHLD), not the end of its socket, says it died: a
+    // child the application started may hold the socket open long after.
+    let (error, exited) = tokio::select! {
+        error = reader.route_until_end() => (error, None),
+        status = wait_or_kill(&mut child, killer) => {
+            // What it wrote before it went is still delivered; a socket kept open
+            // by a child of its ends the wait after a moment.
+            let error = tokio::time::timeout(Duration::from_millis(50), reader.route_until_end())
+                .await
+                .unwrap_or(None);
+            (error, Some(status))
+        }
+    };
+    // Out of the pool before its requests fail, so that nothing picks it and its
+    // claims free nothing.
+    reader.fail(|| pool.remove(id));
+    let exited_first = exited.is_some();
+    let status = match exited {
+        Some(status) => status,
+        None => {
+            // It closed its socket or broke the protocol while still running:
+            // useless either way, and its requests have already failed.
+            let _ = child.start_kill();
+            child.wait().await
+        }
+    };
+    let cause = match (&exited_first, &error, &status) {
+        (false, _, _) | (_, Some(_), _) => DeathCause::Protocol,
+        (_, _, Ok(st)) => death_cause(*st),
+        (_, _, Err(_)) => DeathCause::Exit,
+    };
+    let status = status.map_or_else(|e| e.to_string(), describe_exit);
+    let status = match error {
+        Some(e) => format!("{status}; {e}"),
+        None => status,
+    };
+    Exit { status, cause }
 }
 
 /// Waits `backoff`, then doubles it up to [`MAX_BACKOFF`].

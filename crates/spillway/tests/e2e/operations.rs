@@ -72,7 +72,8 @@ fn running_out_of_descriptors_is_named_and_not_blamed_on_the_application() {
     unsafe { libc::kill(worker, libc::SIGKILL) };
     let retried = "cannot start a worker, out of file descriptors";
     assert!(
-        srv.wait_output(Duration::from_secs(20), |e, _| e.matches(retried).count() >= 6),
+        srv.wait_output(Duration::from_secs(20), |e, _| e.matches(retried).count()
+            >= 6),
         "{}",
         srv.report()
     );
