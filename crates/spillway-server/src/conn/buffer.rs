@@ -364,6 +364,9 @@ fn rand_bits() -> u64 {
 mod tests {
     use super::*;
 
+    /// The tests share the process-wide budget and disk state: one at a time.
+    static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
     /// Everything `b` hands the worker, `max` bytes at most a piece, reading ahead as the
     /// exchange does when `fill` is true.
     async fn drain(b: &mut Buffered, max: usize, fill: bool) -> Vec<u8> {
@@ -384,6 +387,7 @@ mod tests {
 
     #[tokio::test]
     async fn small_bodies_stay_in_memory_and_large_ones_go_to_a_file_in_batches() {
+        let _one = SERIAL.lock().await;
         for fill in [true, false] {
             let mut b = Buffered::new();
             assert!(b.push(b"hello").await);
@@ -408,11 +412,43 @@ mod tests {
 
     #[tokio::test]
     async fn the_budget_is_given_back_when_a_buffer_goes() {
+        let _one = SERIAL.lock().await;
         let before = HELD.load(Ordering::Relaxed);
         let mut b = Buffered::new();
         assert!(b.push(&[1u8; 1000]).await);
         assert!(HELD.load(Ordering::Relaxed) >= before + 1000);
         drop(b);
         assert!(HELD.load(Ordering::Relaxed) < before + 1000);
+    }
+
+    #[tokio::test]
+    async fn a_nearly_full_temporary_directory_makes_the_body_stream() {
+        let _one = SERIAL.lock().await;
+        let set_room = |room| {
+            let mut d = DISK.lock().unwrap();
+            d.checked = Some(Instant::now());
+            d.room = room;
+            d.failed = None;
+        };
+        // Room for one write batch and a little more, not for the next one.
+        set_room(WRITE_BATCH as u64 + 1000);
+        let before = HELD.load(Ordering::Relaxed);
+        let mut b = Buffered::new();
+        let piece = vec![3u8; 10_000];
+        let mut kept = 0;
+        while b.push(&piece).await {
+            kept += piece.len();
+            assert!(
+                kept < IN_MEMORY + 2 * WRITE_BATCH,
+                "held past the disk's room"
+            );
+        }
+        assert!(kept >= IN_MEMORY + WRITE_BATCH - piece.len(), "{kept}");
+        assert_eq!(b.len(), kept as u64);
+        assert_eq!(HELD.load(Ordering::Relaxed), before + kept as u64);
+        // What was kept is all handed on.
+        assert_eq!(drain(&mut b, 65_536, true).await.len(), kept);
+        drop(b);
+        DISK.lock().unwrap().checked = None;
     }
 }
