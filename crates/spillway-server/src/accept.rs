@@ -94,9 +94,11 @@ pub(crate) async fn accept_loop(
         if conns.open() >= conns.max {
             pause(&name, &conns).await;
         }
-        let slot = conns.claim();
+        // The place is claimed once a connection is here, not while waiting for one: a
+        // claim held across accept() counted one phantom connection per listener.
         let accepted = match &*listener {
             Listener::Tcp(t) => t.accept().await.map(|(s, addr)| {
+                let slot = conns.claim();
                 let _ = s.set_nodelay(true);
                 let local = s.local_addr().ok();
                 let peer = Peer {
@@ -131,6 +133,7 @@ pub(crate) async fn accept_loop(
                 };
             }),
             Listener::Unix(u) => u.accept().await.map(|(s, _)| {
+                let slot = conns.claim();
                 let peer = Peer {
                     ip: None,
                     remote_addr: Default::default(),
@@ -157,7 +160,11 @@ pub(crate) async fn accept_loop(
             // EMFILE and friends: the connection stays in the kernel queue; say so at most
             // once a second and retry shortly instead of spinning.
             if last_error_log.is_none_or(|t| t.elapsed() > Duration::from_secs(1)) {
-                tracing::warn!(listener = %name, error = %e, "accept failed; retrying");
+                if crate::fdlimit::is_exhaustion(&e) {
+                    tracing::error!(listener = %name, error = %e, open = conns.open(), "accept failed, {}; new connections wait in the kernel accept queue", crate::fdlimit::hint(&e));
+                } else {
+                    tracing::warn!(listener = %name, error = %e, "accept failed; retrying");
+                }
                 last_error_log = Some(Instant::now());
             }
             tokio::time::sleep(Duration::from_millis(50)).await;

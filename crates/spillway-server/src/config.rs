@@ -192,6 +192,8 @@ pub struct ServerConfig {
     pub max_worker_memory: Option<u64>,
     /// Admin endpoint address, if any.
     pub admin: Option<BindAddr>,
+    /// Names the admin endpoint's `Host` may carry besides addresses and localhost names.
+    pub admin_hosts: Vec<String>,
     /// HAProxy agent-check address, if any.
     pub agent_check: Option<SocketAddr>,
     /// How long shutdown keeps serving with readiness off before closing listeners.

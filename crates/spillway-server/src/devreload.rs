@@ -63,7 +63,7 @@ fn changed(
 }
 
 /// Calls `reload` whenever a `.py` file under `roots` changes; runs until aborted.
-pub(crate) async fn watch(roots: Vec<PathBuf>, reload: crate::server::Controller) {
+pub(crate) async fn watch(roots: Vec<PathBuf>, reload: crate::control::Controller) {
     let r = roots.clone();
     let mut known = tokio::task::spawn_blocking(move || scan(&r))
         .await
@@ -77,7 +77,7 @@ pub(crate) async fn watch(roots: Vec<PathBuf>, reload: crate::server::Controller
             .unwrap_or_default();
         if let Some(p) = changed(&known, &now) {
             tracing::info!(file = %p.display(), "--reload: file changed; reloading workers");
-            reload.send(crate::server::Control::Reload("--reload file change"));
+            reload.send(crate::control::Control::Reload("--reload file change"));
         }
         known = now;
     }

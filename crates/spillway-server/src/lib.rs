@@ -16,10 +16,12 @@ mod agent;
 mod backlog;
 pub mod config;
 mod conn;
+mod control;
 mod devreload;
 mod dispatch;
 pub mod error;
 mod exposition;
+mod fdlimit;
 mod h1;
 mod link;
 mod listener;
@@ -34,6 +36,7 @@ mod spawn;
 mod state;
 mod supervisor;
 pub mod systemd;
+mod throttle;
 mod tls;
 pub mod trusted;
 mod upload;
@@ -160,9 +163,10 @@ pub use config::{
     AccessLog, AccessLogFormat, BindAddr, CertReqs, HttpVersions, ServerConfig, StateNotifier,
     Threads, TlsConfig, WorkerCommand,
 };
+pub use control::{controller, Control, Controller, Controls};
 pub use devreload::roots_for as reload_roots;
 pub use listener::somaxconn;
-pub use server::{controller, serve, serve_with, Control, Controller, Controls};
+pub use server::{serve, serve_with};
 pub use tls::TlsError;
 
 /// Why the server stopped with an error.
@@ -192,6 +196,22 @@ pub enum ServerError {
     /// TLS could not be set up.
     #[error("TLS: {0}")]
     Tls(#[from] TlsError),
+    /// Under socket activation, a `tls:` bind matches no socket systemd passed.
+    #[error("socket activation: --bind tls:{bind} matches none of the sockets systemd passed ({passed}); pass a socket at that address, or drop the tls: binds to serve TLS on every TCP socket")]
+    ActivatedTls {
+        /// The `tls:` bind.
+        bind: std::net::SocketAddr,
+        /// The sockets passed.
+        passed: String,
+    },
+    /// Another server holds the pid file.
+    #[error("the pid file {path} is held by a running server (pid {pid}); stop it first or choose another --pid-file")]
+    PidFileHeld {
+        /// The pid file.
+        path: String,
+        /// The pid written in it.
+        pid: String,
+    },
     /// Signal handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),

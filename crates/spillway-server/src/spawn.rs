@@ -87,7 +87,8 @@ fn spawn(cmd: &WorkerCommand) -> io::Result<(tokio::process::Child, tokio::net::
         c.current_dir(dir);
     }
     // SAFETY: the closure runs in the child between fork and exec and calls only
-    // async-signal-safe functions (dup2, fcntl, prctl, signal) on plain integers.
+    // async-signal-safe functions (dup2, fcntl, prctl, signal, getrlimit, setrlimit) on
+    // plain integers.
     unsafe {
         c.pre_exec(move || {
             if raw == 3 {
@@ -106,6 +107,7 @@ fn spawn(cmd: &WorkerCommand) -> io::Result<(tokio::process::Child, tokio::net::
             for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT] {
                 libc::signal(sig, libc::SIG_IGN);
             }
+            crate::fdlimit::restore_inherited();
             Ok(())
         });
     }

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, Notify};
 
 use crate::config::{ServerConfig, WorkerCommand};
 use crate::dispatch::Workers;
@@ -77,6 +77,34 @@ pub(crate) struct Running {
     exited: watch::Receiver<Option<Exit>>,
 }
 
+/// Asks the task that owns a worker's process (and reaps it) to kill it: only that task
+/// knows whether the pid is still the worker's, so a reaped pid is never signalled.
+#[derive(Clone, Default)]
+struct Killer(Arc<Notify>);
+
+impl Killer {
+    fn kill(&self) {
+        // A permit is stored if the task is not waiting yet; after it exited, nothing.
+        self.0.notify_one();
+    }
+}
+
+/// Waits for `child` to exit, killing it when `killer` asks.
+async fn wait_or_kill(
+    child: &mut tokio::process::Child,
+    killer: &Killer,
+) -> std::io::Result<std::process::ExitStatus> {
+    loop {
+        tokio::select! {
+            status = child.wait() => return status,
+            _ = killer.0.notified() => {
+                // tokio's Child signals only a process it has not reaped.
+                let _ = child.start_kill();
+            }
+        }
+    }
+}
+
 /// Worker-lifecycle settings taken from the server configuration.
 #[derive(Debug, Clone)]
 pub(crate) struct Policy {
@@ -116,6 +144,8 @@ pub(crate) struct Supervisor {
     /// Some worker has been ready once: from then on, load failures are retried.
     ever_ready: AtomicBool,
     links: Mutex<HashMap<u64, Arc<WorkerLink>>>,
+    /// How to kill each worker in `links`.
+    killers: Mutex<HashMap<u64, Killer>>,
     deaths: Mutex<VecDeque<Instant>>,
     events: mpsc::UnboundedSender<SlotEvent>,
     metrics: Arc<Metrics>,
@@ -154,6 +184,7 @@ impl Supervisor {
             stopping: AtomicBool::new(false),
             ever_ready: AtomicBool::new(false),
             links: Mutex::new(HashMap::new()),
+            killers: Mutex::new(HashMap::new()),
             deaths: Mutex::new(VecDeque::new()),
             events,
         })
@@ -188,7 +219,7 @@ impl Supervisor {
 
     /// Starts one worker of `generation` and waits for its handshake. The caller decides
     /// when it joins the pool.
-    async fn start(&self, slot: usize, generation: u64) -> Result<Running, StartError> {
+    async fn start(self: &Arc<Self>, slot: usize, generation: u64) -> Result<Running, StartError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let pool = self.pool.clone();
         let on_limit = Box::new(move |limit| pool.set_limit(id, limit));
@@ -202,7 +233,7 @@ impl Supervisor {
         )
         .await?;
         let spawn::Started {
-            mut child,
+            child,
             link,
             reader,
             threads,
@@ -216,47 +247,17 @@ impl Supervisor {
             "worker ready"
         );
         lock(&self.links).insert(id, link.clone());
+        let killer = Killer::default();
+        lock(&self.killers).insert(id, killer.clone());
         let (tx, rx) = watch::channel(None);
         let pool = self.pool.clone();
+        let sup = Arc::downgrade(self);
         tokio::spawn(async move {
-            let mut reader = reader;
-            // The process's own exit (SIGCHLD), not the end of its socket, says it died: a
-            // child the application started may hold the socket open long after.
-            let (error, exited) = tokio::select! {
-                error = reader.route_until_end() => (error, None),
-                status = child.wait() => {
-                    // What it wrote before it went is still delivered; a socket kept open
-                    // by a child of its ends the wait after a moment.
-                    let error = tokio::time::timeout(Duration::from_millis(50), reader.route_until_end())
-                        .await
-                        .unwrap_or(None);
-                    (error, Some(status))
-                }
-            };
-            // Out of the pool before its requests fail, so that nothing picks it and its
-            // claims free nothing.
-            reader.fail(|| pool.remove(id));
-            let exited_first = exited.is_some();
-            let status = match exited {
-                Some(status) => status,
-                None => {
-                    // It closed its socket or broke the protocol while still running:
-                    // useless either way, and its requests have already failed.
-                    let _ = child.start_kill();
-                    child.wait().await
-                }
-            };
-            let cause = match (&exited_first, &error, &status) {
-                (false, _, _) | (_, Some(_), _) => DeathCause::Protocol,
-                (_, _, Ok(st)) => death_cause(*st),
-                (_, _, Err(_)) => DeathCause::Exit,
-            };
-            let status = status.map_or_else(|e| e.to_string(), describe_exit);
-            let status = match error {
-                Some(e) => format!("{status}; {e}"),
-                None => status,
-            };
-            let _ = tx.send(Some(Exit { status, cause }));
+            let exit = reap(child, reader, &killer, &pool, id).await;
+            if let Some(sup) = sup.upgrade() {
+                lock(&sup.killers).remove(&id);
+            }
+            let _ = tx.send(Some(exit));
         });
         Ok(Running { link, exited: rx })
     }
@@ -292,7 +293,11 @@ impl Supervisor {
 
     /// Starts a worker for `slot`, retrying with backoff; `None` once stopping or when a
     /// start-up load failure ends the server.
-    async fn start_with_backoff(&self, slot: usize, backoff: &mut Duration) -> Option<Running> {
+    async fn start_with_backoff(
+        self: &Arc<Self>,
+        slot: usize,
+        backoff: &mut Duration,
+    ) -> Option<Running> {
         loop {
             if self.stopping() {
                 return None;
@@ -309,6 +314,12 @@ impl Supervisor {
                             // At start-up a load failure ends the server: do not respawn.
                             return None;
                         }
+                    } else if let Some(hint) = out_of_descriptors(&e) {
+                        // Not the application's doing: no death, no crash loop.
+                        tracing::error!(slot, reason = %e, "cannot start a worker, {hint}; retrying");
+                        let _ = self.events.send(SlotEvent::StartFailed(e.to_string()));
+                        wait_backoff(backoff).await;
+                        continue;
                     } else {
                         tracing::error!(slot, reason = %e, "worker failed to start");
                         let _ = self.events.send(SlotEvent::StartFailed(e.to_string()));
@@ -412,7 +423,13 @@ impl Supervisor {
             Ok(next) => Some(self.take_over(running, next)),
             Err(e) => {
                 tracing::error!(slot, reason = %e, "could not start a successor; the worker keeps serving");
-                self.died_then_wait(slot, backoff).await;
+                match out_of_descriptors(&e) {
+                    Some(hint) => {
+                        tracing::error!(slot, "{hint}");
+                        wait_backoff(backoff).await;
+                    }
+                    None => self.died_then_wait(slot, backoff).await,
+                }
                 Some(running)
             }
         }
@@ -503,8 +520,7 @@ impl Supervisor {
                 "restarting worker after backoff"
             );
         }
-        tokio::time::sleep(*backoff).await;
-        *backoff = (*backoff * 2).min(MAX_BACKOFF);
+        wait_backoff(backoff).await;
     }
 
     /// Drains a replaced worker: no new requests, healthy in-flight requests finish, then
@@ -540,7 +556,7 @@ impl Supervisor {
                 in_flight = claimed,
                 "killing drained worker: its remaining requests cannot finish"
             );
-            kill_pid(link.pid);
+            self.kill(id);
         } else {
             link.shutdown();
         }
@@ -555,7 +571,7 @@ impl Supervisor {
                 worker = link.pid,
                 "drained worker did not exit in 10 s; killing it"
             );
-            kill_pid(link.pid);
+            self.kill(id);
             let _ = old.exited.wait_for(|s| s.is_some()).await;
         }
         self.pool.remove(id);
@@ -579,16 +595,77 @@ impl Supervisor {
 
     /// Kills every worker at once (hard stop).
     pub fn kill_all(&self) {
-        for link in lock(&self.links).values() {
-            kill_pid(link.pid);
+        for killer in lock(&self.killers).values() {
+            killer.kill();
+        }
+    }
+
+    /// Kills worker `id`, through the task that reaps it.
+    fn kill(&self, id: u64) {
+        if let Some(killer) = lock(&self.killers).get(&id) {
+            killer.kill();
         }
     }
 }
 
-fn kill_pid(pid: u32) {
-    // SAFETY: kill(2) on a pid we started and have not reaped yet (the reaping task
-    // holds the child), so it cannot have been reused; at worst it already exited.
-    unsafe {
-        libc::kill(pid as libc::pid_t, libc::SIGKILL);
+/// Routes a worker's frames until it goes, fails its requests, and waits for its process
+/// (killing it when `killer` asks, or when its socket ended first): how it ended.
+async fn reap(
+    mut child: tokio::process::Child,
+    mut reader: crate::link::WorkerReader,
+    killer: &Killer,
+    pool: &Workers,
+    id: u64,
+) -> Exit {
+    // The process's own exit (SIGCHLD), not the end of its socket, says it died: a
+    // child the application started may hold the socket open long after.
+    let (error, exited) = tokio::select! {
+        error = reader.route_until_end() => (error, None),
+        status = wait_or_kill(&mut child, killer) => {
+            // What it wrote before it went is still delivered; a socket kept open
+            // by a child of its ends the wait after a moment.
+            let error = tokio::time::timeout(Duration::from_millis(50), reader.route_until_end())
+                .await
+                .unwrap_or(None);
+            (error, Some(status))
+        }
+    };
+    // Out of the pool before its requests fail, so that nothing picks it and its
+    // claims free nothing.
+    reader.fail(|| pool.remove(id));
+    let exited_first = exited.is_some();
+    let status = match exited {
+        Some(status) => status,
+        None => {
+            // It closed its socket or broke the protocol while still running:
+            // useless either way, and its requests have already failed.
+            let _ = child.start_kill();
+            child.wait().await
+        }
+    };
+    let cause = match (&exited_first, &error, &status) {
+        (false, _, _) | (_, Some(_), _) => DeathCause::Protocol,
+        (_, _, Ok(st)) => death_cause(*st),
+        (_, _, Err(_)) => DeathCause::Exit,
+    };
+    let status = status.map_or_else(|e| e.to_string(), describe_exit);
+    let status = match error {
+        Some(e) => format!("{status}; {e}"),
+        None => status,
+    };
+    Exit { status, cause }
+}
+
+/// Waits `backoff`, then doubles it up to [`MAX_BACKOFF`].
+async fn wait_backoff(backoff: &mut Duration) {
+    tokio::time::sleep(*backoff).await;
+    *backoff = (*backoff * 2).min(MAX_BACKOFF);
+}
+
+/// The operator's explanation when a worker could not start for want of file descriptors.
+fn out_of_descriptors(e: &StartError) -> Option<&'static str> {
+    match e {
+        StartError::Spawn(e) if crate::fdlimit::is_exhaustion(e) => Some(crate::fdlimit::hint(e)),
+        _ => None,
     }
 }

@@ -65,10 +65,9 @@ pub(crate) fn build<'py>(
         d.set_item(intern!(py, "REMOTE_PORT"), latin1(py, &head.remote_port))?;
     }
     for (k, v) in &head.headers {
-        // Keys repeat across requests (HTTP_HOST, HTTP_ACCEPT…): interning shares them.
-        let key = match std::str::from_utf8(k) {
-            Ok(s) => PyString::intern(py, s),
-            Err(_) => latin1(py, k),
+        let key = match well_known(py, k) {
+            Some(key) => key,
+            None => latin1(py, k),
         };
         d.set_item(key, latin1(py, v))?;
     }
@@ -78,4 +77,34 @@ pub(crate) fn build<'py>(
     )?;
     d.set_item(intern!(py, "wsgi.input"), input)?;
     Ok(d)
+}
+
+/// Defines [`well_known`] over a fixed list of environ keys.
+macro_rules! well_known_keys {
+    ($($key:literal)*) => {
+        /// The shared key for a header most requests carry, or `None`. Only these are
+        /// interned: a key made from any header name a client sends would live as long
+        /// as the worker (CPython 3.12+ never frees interned strings), so a client could
+        /// grow it without end with names of its own.
+        fn well_known<'py>(py: Python<'py>, key: &[u8]) -> Option<Bound<'py, PyString>> {
+            match std::str::from_utf8(key).ok()? {
+                $($key => Some(intern!(py, $key).clone()),)*
+                _ => None,
+            }
+        }
+    };
+}
+
+well_known_keys! {
+    "HTTP_HOST" "CONTENT_TYPE" "CONTENT_LENGTH" "HTTP_USER_AGENT" "HTTP_ACCEPT"
+    "HTTP_ACCEPT_ENCODING" "HTTP_ACCEPT_LANGUAGE" "HTTP_CONNECTION" "HTTP_COOKIE"
+    "HTTP_AUTHORIZATION" "HTTP_CACHE_CONTROL" "HTTP_PRAGMA" "HTTP_REFERER" "HTTP_ORIGIN"
+    "HTTP_IF_NONE_MATCH" "HTTP_IF_MODIFIED_SINCE" "HTTP_IF_MATCH" "HTTP_RANGE"
+    "HTTP_X_REQUEST_ID" "HTTP_X_FORWARDED_FOR" "HTTP_X_FORWARDED_PROTO"
+    "HTTP_X_FORWARDED_HOST" "HTTP_X_REAL_IP" "HTTP_X_AUTH_TOKEN" "HTTP_X_OPENSTACK_REQUEST_ID"
+    "HTTP_OPENSTACK_API_VERSION" "HTTP_X_OPENSTACK_NOVA_API_VERSION" "HTTP_TRACEPARENT"
+    "HTTP_TRACESTATE" "HTTP_X_CSRFTOKEN" "HTTP_X_REQUESTED_WITH" "HTTP_DNT"
+    "HTTP_SEC_FETCH_SITE" "HTTP_SEC_FETCH_MODE" "HTTP_SEC_FETCH_DEST" "HTTP_SEC_CH_UA"
+    "HTTP_SEC_CH_UA_MOBILE" "HTTP_SEC_CH_UA_PLATFORM" "HTTP_UPGRADE_INSECURE_REQUESTS"
+    "HTTP_TE" "HTTP_EXPECT" "HTTP_TRANSFER_ENCODING" "HTTP_VIA" "HTTP_FORWARDED"
 }

@@ -220,6 +220,17 @@ pub struct ServeArgs {
     #[arg(long, value_name = "ADDR", env = "SPILLWAY_ADMIN")]
     pub admin: Option<String>,
 
+    /// Host names (comma-separated) the admin endpoint answers /status, /metrics and
+    /// /reload for, besides IP addresses, localhost names and this machine's host name;
+    /// any other Host gets 403 (DNS rebinding). [default: none]
+    #[arg(
+        long,
+        value_name = "NAMES",
+        env = "SPILLWAY_ADMIN_HOSTS",
+        default_value = ""
+    )]
+    pub admin_hosts: String,
+
     /// HAProxy agent-check port (HOST:PORT): answers `up ready N%` (weight falls as the
     /// queue grows), `drain` while shutting down, `maint` with no worker. [default: off]
     #[arg(long, value_name = "ADDR", env = "SPILLWAY_AGENT_CHECK")]

@@ -247,6 +247,7 @@ pub fn resolve(args: ServeArgs, host: &Host) -> Result<Settings, SettingsError> 
         max_requests_jitter: args.max_requests_jitter,
         max_worker_memory: (args.max_worker_memory > 0).then_some(args.max_worker_memory << 20),
         admin: admin_addr(args.admin.as_deref())?,
+        admin_hosts: admin_hosts(&args.admin_hosts)?,
         agent_check: agent_addr(args.agent_check.as_deref())?,
         drain_delay: secs(args.drain_delay),
         pid_file: args.pid_file.clone(),
@@ -314,6 +315,24 @@ fn root_path(r: Option<&str>) -> Result<String, SettingsError> {
         ));
     }
     Ok(trimmed)
+}
+
+/// `--admin-hosts`: host names, without ports or wildcards.
+fn admin_hosts(list: &str) -> Result<Vec<String>, SettingsError> {
+    let mut names = Vec::new();
+    for n in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        let valid = n
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+        if !valid {
+            return Err(bad(
+                "--admin-hosts",
+                format!("'{n}' is not a host name (letters, digits, '-' and '.'; no port)"),
+            ));
+        }
+        names.push(n.trim_end_matches('.').to_ascii_lowercase());
+    }
+    Ok(names)
 }
 
 fn admin_addr(a: Option<&str>) -> Result<Option<BindAddr>, SettingsError> {

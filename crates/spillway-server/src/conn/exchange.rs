@@ -112,6 +112,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         let sleep = tokio::time::sleep_until(armed.into());
         tokio::pin!(sleep);
         loop {
+            if let Some(held) = st.buffered.as_mut() {
+                // The held body's file is read off the event loop, ahead of the credit.
+                held.fill(st.ex.body_credit()).await;
+            }
             if let Err(answer) = self.pump_body(st) {
                 // The client's body broke a framing rule: its fault, answered if nothing
                 // was sent yet; the exchange is dropped, which stops the application.

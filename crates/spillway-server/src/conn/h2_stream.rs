@@ -384,6 +384,10 @@ impl StreamState {
     }
 
     async fn next(&mut self) -> Step {
+        if let Some(held) = self.held.as_mut() {
+            // The held body's file is read off the event loop, ahead of the credit.
+            held.fill(self.ex.body_credit()).await;
+        }
         let want_body = self.body.is_some()
             && self.pending.is_none()
             && self.held.is_none()

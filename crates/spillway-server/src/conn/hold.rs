@@ -84,17 +84,11 @@ pub(super) async fn hold<B: BodySource>(
                 return Err(Some(Answer::BodyTimeout));
             }
         };
-        match held.push(&piece) {
-            Ok(true) => {}
-            Ok(false) => {
-                // Over the shared budget: hand what came on with the rest.
-                held.spill(piece);
-                break;
-            }
-            Err(e) => {
-                tracing::error!(client, error = %e, dir = %std::env::temp_dir().display(), "cannot hold a request body in a temporary file; 503");
-                return Err(Some(Answer::BufferFailed));
-            }
+        if !held.push(&piece).await {
+            // Over the shared budget, or no temporary file: hand what came on with the
+            // rest, which streams.
+            held.spill(piece);
+            break;
         }
     }
     Ok(held)

@@ -7,6 +7,10 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use super::Front;
 use crate::proxy_protocol::{parse, Parsed};
 use crate::request::Peer;
+use crate::throttle::Throttle;
+
+/// Any client can repeat an untrusted connection at will: one line per period.
+static UNTRUSTED_LOG: Throttle = Throttle::new(std::time::Duration::from_secs(10));
 
 /// Reads the header and takes the client's address from it; bytes read past the header
 /// are left in `rest`. False means: drop the connection (untrusted peer, malformed
@@ -21,7 +25,9 @@ pub(super) async fn read_header<S: AsyncRead + Unpin>(
         .ip
         .is_none_or(|ip| front.cfg.forwarded_allow_ips.contains(ip));
     if !trusted {
-        tracing::warn!(client = %peer.label, "PROXY protocol header from an untrusted peer (see --forwarded-allow-ips); closing");
+        if let Some(suppressed) = UNTRUSTED_LOG.allow() {
+            tracing::warn!(client = %peer.label, suppressed, "PROXY protocol header from an untrusted peer (see --forwarded-allow-ips); closing (at most one such line per 10 s; suppressed: how many were left out before this one)");
+        }
         return false;
     }
     let mut buf = Vec::with_capacity(256);

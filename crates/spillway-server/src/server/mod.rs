@@ -5,20 +5,20 @@
 mod pidfile;
 mod signals;
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-pub use signals::{controller, Control, Controller, Controls};
-
 use crate::accept::{accept_loop, ConnCount};
 use crate::access_log::AccessLogger;
 use crate::config::{BindAddr, ServerConfig, StateNotifier};
 use crate::conn::Front;
+use crate::control::{Control, Controls};
 use crate::dispatch::Workers;
 use crate::listener::{self, Listener};
 use crate::monitor::{self, MonitorPolicy, Observed, Watched};
@@ -27,7 +27,7 @@ use crate::state::ServerState;
 use crate::supervisor::{Policy, SlotEvent, Supervisor};
 use crate::systemd::ActivatedSocket;
 use crate::{admin, agent, devreload, ServerError};
-use pidfile::PidFile;
+use pidfile::{PidFile, PidFileError};
 use signals::Signals;
 
 /// Serves until SIGTERM/SIGINT (graceful) or SIGQUIT / a second signal (immediate).
@@ -48,6 +48,7 @@ pub async fn serve_with(
     // Signals first: once the pid file exists, a SIGTERM sent to the pid in it must stop
     // the server cleanly (and remove the file), not kill it by the default action.
     let mut signals = Signals::install(controls).map_err(ServerError::Signals)?;
+    crate::fdlimit::raise_and_log(crate::fdlimit::needed(cfg.max_connections, cfg.workers));
     let bound = Bound::bind(&cfg, activated)?;
     let mut running = Running::start(cfg, bound, &signals);
     if !running.wait_ready(&mut signals).await? {
@@ -86,7 +87,7 @@ impl Bound {
         if !use_binds {
             tracing::info!(
                 sockets = activated.len(),
-                "socket activation: using the sockets systemd passed; --bind is ignored"
+                "socket activation: using the sockets systemd passed; --bind only says which of them speak TLS (tls:)"
             );
         }
         let tls = match &cfg.tls {
@@ -101,13 +102,8 @@ impl Bound {
             None => None,
         };
         let all_tcp = tls.as_ref().is_some_and(|t| t.all_tcp());
-        for sock in activated {
-            let (l, name) =
-                listener::from_activated(sock).map_err(bind_error("socket from systemd".into()))?;
-            // Sockets systemd passes cannot be marked `tls:`: they speak TLS when every
-            // TCP listener does.
-            let is_tls = all_tcp && matches!(l, Listener::Tcp(_));
-            listeners.push((l, name, is_tls));
+        if !use_binds {
+            listeners = activated_listeners(cfg, activated, all_tcp)?;
         }
         let mut unix_paths = Vec::new();
         for addr in cfg.binds.iter().filter(|_| use_binds) {
@@ -143,9 +139,13 @@ impl Bound {
             None => None,
         };
         let pid_file = match &cfg.pid_file {
-            Some(p) => Some(
-                PidFile::create(p).map_err(|e| ServerError::PidFile(p.display().to_string(), e))?,
-            ),
+            Some(p) => Some(PidFile::create(p).map_err(|e| match e {
+                PidFileError::Held(pid) => ServerError::PidFileHeld {
+                    path: p.display().to_string(),
+                    pid,
+                },
+                PidFileError::Io(e) => ServerError::PidFile(p.display().to_string(), e),
+            })?),
             None => None,
         };
         Ok(Bound {
@@ -158,6 +158,63 @@ impl Bound {
             access_log,
         })
     }
+}
+
+/// The sockets systemd passed, each with whether it speaks TLS: every TCP one when TLS is
+/// on for all TCP listeners, else those at the address of a `tls:` bind. A `tls:` bind
+/// that matches no passed socket stops the server: TLS (and `--cert-reqs`) is never
+/// dropped silently.
+fn activated_listeners(
+    cfg: &ServerConfig,
+    activated: Vec<ActivatedSocket>,
+    all_tcp: bool,
+) -> Result<Vec<(Listener, String, bool)>, ServerError> {
+    let tls_binds: Vec<SocketAddr> = cfg
+        .binds
+        .iter()
+        .filter_map(|b| match b {
+            BindAddr::Tls(a) => Some(*a),
+            _ => None,
+        })
+        .collect();
+    let mut matched = vec![false; tls_binds.len()];
+    let mut listeners = Vec::new();
+    for sock in activated {
+        let (l, name) = listener::from_activated(sock).map_err(|error| ServerError::Bind {
+            addr: "socket from systemd".into(),
+            error,
+        })?;
+        let local = match &l {
+            Listener::Tcp(t) => t.local_addr().ok(),
+            Listener::Unix(_) => None,
+        };
+        let mut is_tls = all_tcp && local.is_some();
+        for (i, b) in tls_binds.iter().enumerate() {
+            if local.is_some_and(|a| same_socket(*b, a)) {
+                matched[i] = true;
+                is_tls = true;
+            }
+        }
+        if is_tls {
+            tracing::info!(listener = %name, "TLS on this listener");
+        }
+        listeners.push((l, name, is_tls));
+    }
+    if let Some(i) = matched.iter().position(|m| !m) {
+        let passed: Vec<&str> = listeners.iter().map(|(_, n, _)| n.as_str()).collect();
+        return Err(ServerError::ActivatedTls {
+            bind: tls_binds[i],
+            passed: passed.join(", "),
+        });
+    }
+    Ok(listeners)
+}
+
+/// Whether a socket bound at `local` is the one `--bind` names as `bind` (an unspecified
+/// address on either side matches any address of the same port).
+fn same_socket(bind: SocketAddr, local: SocketAddr) -> bool {
+    bind.port() == local.port()
+        && (bind.ip() == local.ip() || bind.ip().is_unspecified() || local.ip().is_unspecified())
 }
 
 /// Why the run phase ended.
@@ -187,6 +244,8 @@ struct Running {
     started: Instant,
     /// A reload asked for before every worker was ready: it follows once they are.
     deferred_reload: Option<&'static str>,
+    /// A reload is under way: more requests join it instead of queueing one each.
+    reloading: Arc<AtomicBool>,
 }
 
 impl Running {
@@ -260,6 +319,7 @@ impl Running {
                 l,
                 state.clone(),
                 signals.controller(),
+                cfg.admin_hosts.clone(),
             )));
         }
         side_tasks.push(tokio::spawn(crate::backlog::run(
@@ -295,6 +355,7 @@ impl Running {
             pid_file: bound.pid_file,
             started: Instant::now(),
             deferred_reload: None,
+            reloading: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -366,8 +427,19 @@ impl Running {
     }
 
     /// Re-reads the TLS certificates and starts a new generation of workers.
+    ///
+    /// A reload asked for while one is under way joins it (the certificates are re-read
+    /// all the same: that is instant), so a burst of requests starts one generation.
     fn reload(&self, source: &'static str) {
-        tracing::info!(source, "reloading workers");
+        let joins = self.reloading.swap(true, Ordering::AcqRel);
+        if joins {
+            tracing::info!(
+                source,
+                "reload requested while one is under way; it joins that one"
+            );
+        } else {
+            tracing::info!(source, "reloading workers");
+        }
         if let Some(tls) = &self.tls {
             match tls.reload() {
                 Ok(()) => tracing::info!("TLS certificates re-read; new handshakes use them"),
@@ -376,7 +448,9 @@ impl Running {
                 }
             }
         }
-        spawn_reload(&self.sup, &self.cfg.notify);
+        if !joins {
+            spawn_reload(&self.sup, &self.cfg.notify, self.reloading.clone());
+        }
     }
 
     /// Drains (unless told to stop at once), then stops everything.
@@ -474,7 +548,9 @@ async fn next_stop(signals: &mut Signals) -> &'static str {
     }
 }
 
-fn spawn_reload(sup: &Arc<Supervisor>, notifier: &StateNotifier) {
+/// Starts a new generation in the background; `reloading` is cleared when it is serving
+/// (or failed).
+fn spawn_reload(sup: &Arc<Supervisor>, notifier: &StateNotifier, reloading: Arc<AtomicBool>) {
     let sup = sup.clone();
     let notifier = notifier.clone();
     notifier.notify("RELOADING=1\nSTATUS=reloading");
@@ -486,6 +562,7 @@ fn spawn_reload(sup: &Arc<Supervisor>, notifier: &StateNotifier) {
                 sup.generation()
             ),
         };
+        reloading.store(false, Ordering::Release);
         notifier.notify(&status);
     });
 }

@@ -63,6 +63,7 @@ pub fn config() -> ServerConfig {
         max_requests_jitter: 0,
         max_worker_memory: None,
         admin: None,
+        admin_hosts: Vec::new(),
         agent_check: None,
         drain_delay: Duration::ZERO,
         pid_file: None,

@@ -663,7 +663,7 @@ fn dev_reload_picks_up_a_changed_python_file() {
 
 /// A launcher that does what systemd does for socket activation: the listening socket on
 /// fd 3, `LISTEN_PID` = its own pid (kept by exec), `LISTEN_FDS`, `LISTEN_FDNAMES`.
-const ACTIVATE_PY: &str = r#"
+pub(crate) const ACTIVATE_PY: &str = r#"
 import os, socket, sys
 port = int(sys.argv[1])
 s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

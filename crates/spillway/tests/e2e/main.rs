@@ -16,6 +16,7 @@ mod interpreter;
 mod lifecycle;
 mod logs;
 mod metrics;
+mod operations;
 mod overload;
 mod response;
 mod sizing;

@@ -623,3 +623,70 @@ fn a_tls_client_that_chose_h2_and_sends_no_preface_is_closed_at_the_header_timeo
     let said = text(&o);
     assert!(said.contains("closed after"), "{said}\n{}", srv.report());
 }
+
+/// A server started the way systemd starts it (the launcher in `lifecycle`), with the
+/// listening socket at 127.0.0.1:`activated` on fd 3.
+fn activated_server(activated: u16, binds: &[String], args: &[String]) -> Spillway {
+    let mut b = Spillway::new(ECHO);
+    let launcher = b.dir().join("activate.py");
+    std::fs::write(&launcher, crate::lifecycle::ACTIVATE_PY).unwrap();
+    for bind in binds {
+        b = b.bind(bind.clone());
+    }
+    b.args(args.iter().cloned()).wrap(
+        "python3",
+        [launcher.into_os_string(), activated.to_string().into()],
+    )
+}
+
+#[test]
+fn socket_activation_speaks_tls_on_a_tls_bind_address_or_refuses_to_start() {
+    let pki = Pki::make(&crate::support::test_dir());
+    let ca = pki.ca.display().to_string();
+    let (cc, ck) = (
+        pki.client_cert.display().to_string(),
+        pki.client_key.display().to_string(),
+    );
+    let mut args = pki.server_args();
+    args.extend(["--ca-certs".into(), ca.clone()]);
+    args.extend(["--cert-reqs".into(), "required".into()]);
+    let activated = crate::support::free_port();
+    let mut srv = activated_server(
+        activated,
+        &[format!("tls:127.0.0.1:{activated}"), "127.0.0.1:0".into()],
+        &args,
+    )
+    .spawn();
+    srv.listeners = vec![crate::support::Listener::Tcp(
+        crate::support::lifecycle::local(activated),
+    )];
+    let url = format!("https://127.0.0.1:{activated}/");
+    assert!(
+        eventually(Duration::from_secs(30), || curl(&[
+            "--cacert", &ca, "--cert", &cc, "--key", &ck, &url
+        ])
+        .is_ok()),
+        "no TLS with a client certificate on the activated socket\n{}",
+        srv.report()
+    );
+    // --cert-reqs required holds on the activated socket.
+    assert!(curl(&["--cacert", &ca, &url]).is_err(), "{}", srv.report());
+    assert!(
+        curl(&[&format!("http://127.0.0.1:{activated}/")]).is_err(),
+        "plain HTTP answered on a tls: socket\n{}",
+        srv.report()
+    );
+    drop(srv);
+
+    // A tls: bind that no passed socket matches: TLS would be lost, so no start.
+    let passed = crate::support::free_port();
+    let elsewhere = crate::support::free_port();
+    let out = activated_server(passed, &[format!("tls:127.0.0.1:{elsewhere}")], &args).run();
+    assert!(!out.status.success(), "{out}");
+    assert!(
+        out.stderr.contains(&format!(
+            "--bind tls:127.0.0.1:{elsewhere} matches none of the sockets systemd passed (127.0.0.1:{passed})"
+        )),
+        "{out}"
+    );
+}

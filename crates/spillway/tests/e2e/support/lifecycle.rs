@@ -26,7 +26,7 @@ pub fn try_request(addr: SocketAddr, method: &str, path: &str) -> Result<Respons
     c.set_timeout(Duration::from_secs(10));
     c.try_send(
         format!(
-            "{method} {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
         )
         .as_bytes(),
     )
