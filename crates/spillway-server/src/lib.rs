@@ -30,6 +30,7 @@ pub mod proxy_protocol;
 mod request;
 mod request_id;
 mod server;
+mod server_timing;
 mod spawn;
 mod state;
 mod supervisor;
@@ -103,6 +104,7 @@ pub use config::{
 pub use devreload::roots_for as reload_roots;
 pub use listener::somaxconn;
 pub use server::{controller, serve, serve_with, Control, Controller, Controls};
+pub use server_timing::ServerTiming;
 pub use tls::TlsError;
 
 /// Why the server stopped with an error.

@@ -248,7 +248,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 }
                 Flow::Continue
             }
-            Reply::Head(head) => {
+            Reply::Head(mut head) => {
+                head.headers.extend(crate::server_timing::field(
+                    &self.front.cfg,
+                    self.peer.ip,
+                    st.record.as_ref(),
+                ));
                 if !matches!(st.response, Response::Waiting) {
                     return self.broken(st, "sent a second response head").await;
                 }

@@ -300,6 +300,7 @@ async fn stream(req: Request<Incoming>, shared: Arc<Shared>) -> Response<Body> {
         record,
         request_id,
         is_head,
+        peer_ip: shared.peer.ip,
         front,
         _active: active,
     };
@@ -340,6 +341,8 @@ struct StreamState {
     record: Option<AccessRecord>,
     request_id: Bytes,
     is_head: bool,
+    /// The peer trust is decided on, for `Server-Timing`.
+    peer_ip: Option<std::net::IpAddr>,
     front: Arc<Front>,
     _active: Active,
 }
@@ -458,7 +461,12 @@ impl StreamState {
     }
 
     /// The response head; the body streams from a task that owns the exchange.
-    fn respond(mut self, head: spillway_proto::ResponseHead) -> Response<Body> {
+    fn respond(mut self, mut head: spillway_proto::ResponseHead) -> Response<Body> {
+        head.headers.extend(crate::server_timing::field(
+            &self.front.cfg,
+            self.peer_ip,
+            self.record.as_ref(),
+        ));
         let status = StatusCode::from_u16(head.status)
             .ok()
             .filter(|s| (200..=599).contains(&s.as_u16()))

@@ -18,6 +18,7 @@ mod logs;
 mod metrics;
 mod overload;
 mod response;
+mod server_timing;
 mod sizing;
 mod tls;
 mod validate;
