@@ -4,6 +4,7 @@
 
 mod support;
 
+mod bench_verdict;
 mod cli;
 mod doctor;
 mod environ;
