@@ -7,6 +7,7 @@ mod support;
 mod bench_verdict;
 mod cli;
 mod doctor;
+mod doctor_spillway;
 mod environ;
 mod flask;
 mod haproxy;
