@@ -6,6 +6,7 @@ mod support;
 
 mod bench_verdict;
 mod cli;
+mod dashboards;
 mod doctor;
 mod doctor_spillway;
 mod environ;
