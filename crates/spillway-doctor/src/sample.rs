@@ -55,9 +55,14 @@ impl Sampler {
     /// endpoint its command line names; takes the window's first scrape of every front now.
     pub fn with_metrics(mut self, url: Option<String>) -> Sampler {
         self.metrics = url;
-        let mut first = Report::from_samples(&self.prev, &self.prev, Duration::from_secs(1));
-        userspace::attach(
-            &mut first,
+        let mut listeners: Vec<ListenerView> = self
+            .prev
+            .listeners
+            .iter()
+            .map(|l| listener_view(l, None))
+            .collect();
+        userspace::read(
+            &mut listeners,
             self.metrics.as_deref(),
             !self.ports.is_empty(),
             &mut self.scrapes,
@@ -71,12 +76,13 @@ impl Sampler {
         let snap = spillway_netdiag::snapshot(&self.ports).context("reading TCP state")?;
         let mut report = Report::from_samples(&self.prev, &snap, at - self.prev_at);
         rules::no_listener(&mut report, &self.ports);
-        userspace::attach(
-            &mut report,
+        userspace::read(
+            &mut report.listeners,
             self.metrics.as_deref(),
             !self.ports.is_empty(),
             &mut self.scrapes,
         );
+        userspace::add_findings(&mut report);
         self.prev = snap;
         self.prev_at = at;
         Ok(report)

@@ -84,13 +84,13 @@ fn endpoint(l: &ListenerView, asked: Option<&str>) -> Option<(Option<String>, St
 /// Reads the user-space layer of each listener that is a Spillway front, keeping each
 /// scrape for the next window's increases. `asked` is `--metrics`: it applies to the
 /// listeners of the `--port`s asked for, or to the Spillway fronts when none was.
-pub(crate) fn attach(
-    r: &mut Report,
+pub(crate) fn read(
+    listeners: &mut [ListenerView],
     asked: Option<&str>,
     ports_asked: bool,
     previous: &mut HashMap<String, Metrics>,
 ) {
-    for l in &mut r.listeners {
+    for l in listeners {
         let asked = asked.filter(|_| ports_asked || l.processes.iter().any(is_spillway));
         let Some((url, found_by)) = endpoint(l, asked) else {
             continue;
@@ -111,6 +111,10 @@ pub(crate) fn attach(
         }
         l.spillway = Some(view);
     }
+}
+
+/// Adds the user-space findings of the Spillway fronts [`read`] found.
+pub(crate) fn add_findings(r: &mut Report) {
     let mut found = Vec::new();
     for l in &r.listeners {
         layer_finding(r, l, &mut found);
@@ -348,4 +352,105 @@ fn layer_finding(r: &Report, l: &ListenerView, out: &mut Vec<Finding>) {
             ("app_p99_secs".to_string(), json!(v.app_p99_secs)),
         ]),
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_admin_endpoint_comes_from_the_command_line() {
+        let cmd = "/usr/bin/spillway -b 0.0.0.0:8000 --admin 0.0.0.0:9100 app:app";
+        assert_eq!(admin_flag(cmd).as_deref(), Some("0.0.0.0:9100"));
+        assert_eq!(
+            admin_flag("spillway --admin=unix:/run/a.sock app").as_deref(),
+            Some("unix:/run/a.sock")
+        );
+        assert_eq!(admin_flag("spillway app:app"), None);
+        assert_eq!(metrics_url("0.0.0.0:9100"), "http://127.0.0.1:9100/metrics");
+        assert_eq!(metrics_url("[::]:9100"), "http://[::1]:9100/metrics");
+        assert_eq!(metrics_url("unix:/run/a.sock"), "unix:/run/a.sock");
+        let p = |command: &str, cmdline: &str| ProcessView {
+            pid: 1,
+            command: command.into(),
+            cmdline: cmdline.into(),
+            threads: 1,
+        };
+        assert!(is_spillway(&p("spillway", "spillway app")));
+        assert!(is_spillway(&p(
+            "python3",
+            "/venv/bin/python3 -m spillway app"
+        )));
+        assert!(!is_spillway(&p("gunicorn", "gunicorn app")));
+    }
+
+    /// A report of one Spillway listener whose metrics read `text` (then `later`).
+    fn judged(text: &str, later: &str) -> (SpillwayView, Finding) {
+        let mut r: Report = serde_json::from_value(json!({
+            "schema": "spillway-doctor/1", "taken_at_unix_ms": 0, "window_secs": 1.0,
+            "visibility": {"is_root": true, "unreadable_processes": 0, "note": null},
+            "sysctls": {}, "counters": {}, "other_counter_deltas": {},
+            "connection_totals": {}, "time_wait_destinations": [], "findings": [],
+            "listeners": [{
+                "address": "127.0.0.1:8000", "port": 8000, "family": "ipv4", "inode": 1,
+                "uid": 0, "processes": [], "syn_queue": 0, "connections": {},
+                "top_remotes": [],
+                "accept_queue": {"depth": 0, "limit": 4096, "peak_depth": 0, "full": false}
+            }]
+        }))
+        .unwrap();
+        let mut view = SpillwayView {
+            metrics_url: Some("http://x/metrics".into()),
+            ..SpillwayView::default()
+        };
+        let before = scrape::parse(text);
+        fill(&mut view, &scrape::parse(later), Some(&before));
+        r.listeners[0].spillway = Some(view.clone());
+        add_findings(&mut r);
+        (view, r.findings.remove(0))
+    }
+
+    const BUSY: &str = "spillway_queue_requests 240\nspillway_queue_oldest_age_seconds 1.5\n\
+        spillway_worker_threads{pid=\"1\",generation=\"1\"} 64\n\
+        spillway_worker_busy_threads{pid=\"1\",generation=\"1\"} 64\n\
+        spillway_worker_threads{pid=\"2\",generation=\"1\"} 64\n\
+        spillway_worker_busy_threads{pid=\"2\",generation=\"1\"} 64\n";
+
+    #[test]
+    fn a_queue_behind_busy_threads_is_the_application() {
+        let before = format!(
+            "{BUSY}spillway_queue_refusals_total{{reason=\"queue_full\"}} 10\n\
+            spillway_application_duration_seconds_bucket{{le=\"1\"}} 10\n\
+            spillway_application_duration_seconds_bucket{{le=\"+Inf\"}} 10\n"
+        );
+        let after = format!(
+            "{BUSY}spillway_queue_refusals_total{{reason=\"queue_full\"}} 22\n\
+            spillway_http_responses_total{{code=\"503\",origin=\"server\"}} 22\n\
+            spillway_application_duration_seconds_bucket{{le=\"1\"}} 10\n\
+            spillway_application_duration_seconds_bucket{{le=\"+Inf\"}} 30\n"
+        );
+        let (v, f) = judged(&before, &after);
+        assert_eq!(v.refusals.get("queue_full"), Some(&12));
+        assert_eq!(v.threads(), (128, 128));
+        assert!(v.app_p99_in_window);
+        assert_eq!(f.id, "spillway_layer");
+        assert_eq!(f.severity, Severity::Critical);
+        assert!(
+            f.message.contains(
+                "the kernel queue is empty; 240 requests wait in Spillway's queue (the oldest for 1.5 s); all 128 threads of both workers are busy"
+            ) && f.message.ends_with("the application is the limit."),
+            "{}",
+            f.message
+        );
+    }
+
+    #[test]
+    fn an_idle_front_is_no_layer() {
+        let idle = "spillway_queue_requests 0\n\
+            spillway_worker_threads{pid=\"1\",generation=\"1\"} 4\n\
+            spillway_worker_busy_threads{pid=\"1\",generation=\"1\"} 1\n";
+        let (_, f) = judged(idle, idle);
+        assert_eq!(f.evidence["layer"], json!("none"));
+        assert_eq!(f.severity, Severity::Info);
+    }
 }

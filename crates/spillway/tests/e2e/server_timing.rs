@@ -147,6 +147,17 @@ fn an_apm_agent_sees_the_time_a_request_queued() {
         "the agent's queue time ({agent_ms} ms) misses Spillway's queue ({queued} ms)"
     );
 
+    // Over HTTP/2 too: the agent reads the front's start.
+    let url = format!("http://127.0.0.1:{}/queue", srv.port());
+    let o = Command::new("curl")
+        .args(["-sS", "--max-time", "10", "--http2-prior-knowledge", &url])
+        .stdin(Stdio::null())
+        .output()
+        .expect("curl");
+    let body = crate::support::Json::parse(&String::from_utf8_lossy(&o.stdout)).expect("JSON");
+    assert!(body.get("header").s().starts_with("t="), "{body:?}");
+    assert!(body.get("queue_ms").num().is_some(), "{body:?}");
+
     // A trusted proxy's own start is kept (the client here is 127.0.0.1, trusted by
     // default); an untrusted client's is replaced by the front's.
     let t = "t=1600000000000000";
