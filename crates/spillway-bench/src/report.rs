@@ -252,7 +252,13 @@ impl Report {
                 .map(|(i, s)| SecondReport::from_second(i, s))
                 .collect(),
             abandoned_tasks: outcome.abandoned,
-            verdict: Verdict::judge(&c.samples, c.errors.iter().sum()),
+            verdict: if matches!(cfg.scenario, Scenario::Idle { .. }) {
+                Verdict::not_judged(
+                    "an idle probe measures how long connections live, not where latency goes",
+                )
+            } else {
+                Verdict::judge(&c.samples, c.errors.iter().sum())
+            },
         }
     }
 }

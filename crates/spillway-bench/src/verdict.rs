@@ -144,17 +144,22 @@ fn syn_clusters(samples: &[Sample]) -> Option<String> {
 }
 
 impl Verdict {
+    /// No verdict, and why (`layer` is `none`).
+    pub(crate) fn not_judged(why: &str) -> Verdict {
+        Verdict {
+            layer: "none",
+            confidence: "low",
+            summary: why.to_string(),
+            evidence: Vec::new(),
+            tail: None,
+        }
+    }
+
     /// The verdict on a run's sample.
     pub(crate) fn judge(samples: &Samples, unanswered: u64) -> Verdict {
         let all = &samples.kept;
         if all.is_empty() {
-            return Verdict {
-                layer: "none",
-                confidence: "low",
-                summary: "no response arrived: there is no latency to attribute".into(),
-                evidence: Vec::new(),
-                tail: None,
-            };
+            return Verdict::not_judged("no response arrived: there is no latency to attribute");
         }
         let mut totals: Vec<u64> = all.iter().map(|s| s.total_us).collect();
         totals.sort_unstable();
