@@ -78,12 +78,15 @@ pub(crate) fn field(
 /// `queue;dur=1.80, app;dur=12.40, total;dur=14.60`, in milliseconds (two decimals: the
 /// queue of an idle server is tens of microseconds).
 fn value(queued: Duration, app: Option<Duration>, total: Duration) -> Bytes {
+    use std::fmt::Write;
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    let mut v = format!("queue;dur={:.2}", ms(queued));
+    let mut v = String::with_capacity(64);
+    // Writing to a String cannot fail.
+    let _ = write!(v, "queue;dur={:.2}", ms(queued));
     if let Some(a) = app {
-        v.push_str(&format!(", app;dur={:.2}", ms(a)));
+        let _ = write!(v, ", app;dur={:.2}", ms(a));
     }
-    v.push_str(&format!(", total;dur={:.2}", ms(total)));
+    let _ = write!(v, ", total;dur={:.2}", ms(total));
     Bytes::from(v)
 }
 

@@ -58,8 +58,7 @@ impl Front {
     }
 
     /// Whether requests are timed and recorded (for the access log, the metrics or
-    /// `Server-Timing`); the
-    /// clock is not read per request otherwise.
+    /// `Server-Timing`); the clock is not read per request otherwise.
     pub fn records(&self) -> bool {
         self.access_log.is_some()
             || self.metrics.is_some()
