@@ -285,6 +285,11 @@ impl Conn {
         }
     }
 
+    /// Segments retransmitted on this connection so far, SYNs included (`TCP_INFO`).
+    pub(crate) fn retransmits(&self) -> Option<u32> {
+        crate::sys::total_retrans(self.stream.as_raw_fd())
+    }
+
     /// Looks at the socket without blocking, to tell whether the server ended it while idle.
     pub(crate) fn idle_state(&mut self) -> IdleState {
         let mut probe = [0u8; 4096];

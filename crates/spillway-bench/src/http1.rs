@@ -28,6 +28,53 @@ pub struct Response {
     pub body_bytes: u64,
     /// `timeout=N` of a `Keep-Alive` header, if the server announced its idle timeout.
     pub keep_alive_timeout: Option<u64>,
+    /// The server's own account of the request (`Server-Timing`), if it sent one.
+    pub timing: Option<Phases>,
+}
+
+/// The phases a server measured, from `Server-Timing` metrics named `queue`, `app` and
+/// `total` (as Spillway sends them), in microseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Phases {
+    pub queue_us: Option<u64>,
+    pub app_us: Option<u64>,
+    pub total_us: Option<u64>,
+}
+
+impl Phases {
+    /// Adds the known metrics of one `Server-Timing` field value (`name;dur=ms, …`); the
+    /// first value of each name wins, unknown names and parameters are ignored.
+    fn add_field(&mut self, value: &[u8]) {
+        for metric in split_list(value) {
+            let mut params = metric.split(|&b| b == b';').map(trim);
+            let name = params.next().unwrap_or_default();
+            let Some(dur) = params.find_map(|p| strip_prefix_ignore_case(p, b"dur=")) else {
+                continue;
+            };
+            let Some(us) = std::str::from_utf8(dur)
+                .ok()
+                .and_then(|d| d.parse::<f64>().ok())
+                .filter(|ms| ms.is_finite() && *ms >= 0.0)
+                .map(|ms| (ms * 1000.0).round() as u64)
+            else {
+                continue;
+            };
+            let slot = if name.eq_ignore_ascii_case(b"queue") {
+                &mut self.queue_us
+            } else if name.eq_ignore_ascii_case(b"app") {
+                &mut self.app_us
+            } else if name.eq_ignore_ascii_case(b"total") {
+                &mut self.total_us
+            } else {
+                continue;
+            };
+            slot.get_or_insert(us);
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        *self == Phases::default()
+    }
 }
 
 /// Why the bytes are not a valid response.
@@ -103,6 +150,7 @@ pub struct ResponseParser {
     status: u16,
     reusable: bool,
     keep_alive_timeout: Option<u64>,
+    timing: Option<Phases>,
     body_bytes: u64,
 }
 
@@ -117,6 +165,7 @@ impl ResponseParser {
             status: 0,
             reusable: false,
             keep_alive_timeout: None,
+            timing: None,
             body_bytes: 0,
         }
     }
@@ -219,6 +268,7 @@ impl ResponseParser {
             reusable: self.reusable && self.state != State::UntilClose,
             body_bytes: self.body_bytes,
             keep_alive_timeout: self.keep_alive_timeout,
+            timing: self.timing,
         }
     }
 
@@ -243,6 +293,7 @@ impl ResponseParser {
         let mut close = false;
         let mut keep_alive = false;
         let mut keep_alive_timeout = None;
+        let mut timing = Phases::default();
         for h in resp.headers.iter() {
             let name = h.name;
             if name.eq_ignore_ascii_case("content-length") {
@@ -270,6 +321,8 @@ impl ResponseParser {
                         keep_alive_timeout = parse_decimal(v);
                     }
                 }
+            } else if name.eq_ignore_ascii_case("server-timing") {
+                timing.add_field(h.value);
             }
         }
         buf.advance(len);
@@ -280,6 +333,7 @@ impl ResponseParser {
         self.status = status;
         self.reusable = !close && (http11 || keep_alive) && status != 101;
         self.keep_alive_timeout = keep_alive_timeout;
+        self.timing = (!timing.is_empty()).then_some(timing);
         self.state = if self.head_request || status == 204 || status == 304 || status == 101 {
             State::Done
         } else if has_te {
@@ -439,7 +493,29 @@ mod tests {
             reusable,
             body_bytes,
             keep_alive_timeout: None,
+            timing: None,
         })
+    }
+
+    #[test]
+    fn server_timing_phases() {
+        let (r, _) = all_splits(
+            b"HTTP/1.1 200 OK\r\nServer-Timing: db;dur=3, queue;dur=1.5\r\nServer-Timing: app;desc=\"x\";dur=12.25, total;dur=14, queue;dur=9\r\nContent-Length: 0\r\n\r\n",
+            false,
+        );
+        assert_eq!(
+            r.unwrap().timing,
+            Some(Phases {
+                queue_us: Some(1500),
+                app_us: Some(12250),
+                total_us: Some(14000)
+            })
+        );
+        let (r, _) = all_splits(
+            b"HTTP/1.1 200 OK\r\nServer-Timing: cache;dur=2, app;dur=-1\r\nContent-Length: 0\r\n\r\n",
+            false,
+        );
+        assert_eq!(r.unwrap().timing, None);
     }
 
     #[test]
@@ -489,7 +565,8 @@ mod tests {
                 status: 200,
                 reusable: true,
                 body_bytes: 0,
-                keep_alive_timeout: Some(5)
+                keep_alive_timeout: Some(5),
+                timing: None,
             })
         );
     }

@@ -17,6 +17,7 @@ mod summary;
 mod svg;
 mod sys;
 mod target;
+mod verdict;
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;

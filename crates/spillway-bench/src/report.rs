@@ -11,6 +11,7 @@ use crate::args::{Config, Scenario};
 use crate::conn::ErrorClass;
 use crate::scenario::{GeneratorStats, IdleProbe, Outcome};
 use crate::stats::{Collector, Second};
+use crate::verdict::Verdict;
 
 /// Version of the JSON layout; bumped on any incompatible change.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -32,6 +33,8 @@ pub struct Report {
     pub idle_probe: Option<Vec<IdleProbe>>,
     pub timeline: Vec<SecondReport>,
     pub abandoned_tasks: u64,
+    /// Where the p99 went.
+    pub verdict: Verdict,
 }
 
 /// Where the requests went.
@@ -249,6 +252,13 @@ impl Report {
                 .map(|(i, s)| SecondReport::from_second(i, s))
                 .collect(),
             abandoned_tasks: outcome.abandoned,
+            verdict: if matches!(cfg.scenario, Scenario::Idle { .. }) {
+                Verdict::not_judged(
+                    "an idle probe measures how long connections live, not where latency goes",
+                )
+            } else {
+                Verdict::judge(&c.samples, c.errors.iter().sum())
+            },
         }
     }
 }

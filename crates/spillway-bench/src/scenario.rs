@@ -15,6 +15,7 @@ use crate::conn::{self, Conn, ErrorClass, IdleState, RequestError};
 use crate::http1::EofError;
 use crate::progress::Progress;
 use crate::stats::{micros, Shared};
+use crate::verdict::Sample;
 
 /// A scheduled send later than this counts as the generator falling behind.
 const LATE_SEND: Duration = Duration::from_millis(10);
@@ -106,6 +107,9 @@ impl Drop for OpenGuard {
 /// A connection plus its place in the open count.
 struct Live {
     conn: Conn,
+    /// When its connect started, how long it took and the SYN retransmits it needed: part
+    /// of the wait of the first request on it.
+    connect: Option<(Instant, Duration, u32)>,
     _guard: OpenGuard,
 }
 
@@ -122,6 +126,7 @@ impl Ctx {
 
     /// Connects and records the attempt, success or failure.
     async fn open_connection(self: &Arc<Self>) -> Result<Live, RequestError> {
+        let started = Instant::now();
         match conn::connect(self.cfg.target.addr, self.cfg.timeout).await {
             Ok(c) => {
                 self.shared.connected(c.elapsed, c.syn_retransmits);
@@ -130,6 +135,7 @@ impl Ctx {
                 self.max_open.fetch_max(now_open, Ordering::Relaxed);
                 Ok(Live {
                     conn: c.conn,
+                    connect: Some((started, c.elapsed, c.syn_retransmits.unwrap_or(0))),
                     _guard: OpenGuard(Arc::clone(self)),
                 })
             }
@@ -153,8 +159,32 @@ impl Ctx {
             .await
         {
             Ok(resp) => {
+                let latency = since.elapsed();
                 self.shared
-                    .response(since.elapsed(), resp.status, resp.keep_alive_timeout);
+                    .response(latency, resp.status, resp.keep_alive_timeout);
+                // The first request on a connection waited for its connect too, unless its
+                // latency already counts from before it (the open loop's intended time).
+                let (total, connect, syn) = match live.connect.take() {
+                    Some((at, took, r)) if since > at => (latency + took, took, r),
+                    Some((_, took, r)) => (latency, took, r),
+                    None => (latency, Duration::ZERO, 0),
+                };
+                // The first request's own retransmits: on a connection the client thinks
+                // open, the server's kernel ignored it (the handshake's last ACK was dropped
+                // at a full accept queue) or the network lost it.
+                let (connect_us, data) = if connect.is_zero() {
+                    (0, 0)
+                } else {
+                    let all = live.conn.retransmits().unwrap_or(syn);
+                    (micros(connect), all.saturating_sub(syn))
+                };
+                self.shared.sample(Sample {
+                    total_us: micros(total),
+                    connect_us,
+                    syn_retransmits: syn,
+                    data_retransmits: data,
+                    timing: resp.timing,
+                });
                 if last {
                     None
                 } else if resp.reusable {

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 
 use crate::conn::{ErrorClass, RequestError};
+use crate::verdict::{Sample, Samples};
 
 /// Highest latency a histogram holds exactly (one hour, in microseconds); longer ones saturate.
 const MAX_MICROS: u64 = 3_600_000_000;
@@ -69,6 +70,8 @@ pub(crate) struct Collector {
     pub closed_by_server: u64,
     /// Keep-alive idle timeouts the server announced, by value.
     pub keep_alive_timeouts: BTreeMap<u64, u64>,
+    /// Requests as the client lived them, for the verdict.
+    pub samples: Samples,
 }
 
 /// The collector shared by all tasks of a run.
@@ -94,6 +97,7 @@ impl Shared {
                 timeline: Vec::new(),
                 closed_by_server: 0,
                 keep_alive_timeouts: BTreeMap::new(),
+                samples: Samples::new(),
             }),
         }
     }
@@ -151,6 +155,11 @@ impl Shared {
         let s = Self::second(&mut c, now, self.start);
         s.responses += 1;
         s.latency.saturating_record(us);
+    }
+
+    /// One request for the verdict (besides its [`Shared::response`]).
+    pub(crate) fn sample(&self, s: Sample) {
+        self.lock().samples.add(s);
     }
 
     pub(crate) fn failed(&self, error: &RequestError) {

@@ -34,6 +34,7 @@ pub fn write_summary(r: &Report, out: &mut impl Write) -> io::Result<()> {
     if let Some(probes) = &r.idle_probe {
         write_idle_probe(probes, out)?;
     }
+    write_verdict(r, out)?;
     if r.abandoned_tasks > 0 {
         writeln!(
             out,
@@ -235,6 +236,22 @@ fn write_idle_probe(probes: &[IdleProbe], out: &mut impl Write) -> io::Result<()
             line.push_str(&format!(" {d}"));
         }
         writeln!(out, "{}", line.trim_end())?;
+    }
+    Ok(())
+}
+
+/// Where the p99 went: the layer, how sure, and the evidence.
+fn write_verdict(r: &Report, out: &mut impl Write) -> io::Result<()> {
+    let v = &r.verdict;
+    writeln!(
+        out,
+        "  verdict    {} ({} confidence): {}",
+        v.layer.replace('_', " "),
+        v.confidence,
+        v.summary
+    )?;
+    for e in &v.evidence {
+        writeln!(out, "             - {e}")?;
     }
     Ok(())
 }

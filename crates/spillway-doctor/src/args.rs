@@ -35,6 +35,12 @@ pub struct DoctorArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub samples: Option<u64>,
 
+    /// A Spillway front's metrics URL (http://HOST:PORT/metrics or unix:/path), for a front
+    /// whose admin endpoint is not in its command line or SPILLWAY_ADMIN. [default: found
+    /// from the front's process]
+    #[arg(long, value_name = "URL")]
+    pub metrics: Option<String>,
+
     /// Optional subcommand (`plot`).
     #[command(subcommand)]
     pub command: Option<DoctorCommand>,

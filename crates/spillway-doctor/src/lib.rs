@@ -3,7 +3,9 @@
 //! It samples the host's TCP state twice, `--interval` apart (netlink `sock_diag`,
 //! /proc, `TcpExt` counters, sysctls, all through `spillway-netdiag`), and turns the
 //! evidence into findings: sentences with the numbers in them and what to do. It can
-//! also watch live (`--watch`), record samples (`--record`) and plot a recording.
+//! also watch live (`--watch`), record samples (`--record`) and plot a recording. When a
+//! port belongs to a Spillway front, its own metrics add the user-space layer (its queue,
+//! its threads) and a finding that names which layer is the limit.
 //!
 //! Exit status of a one-shot run: 0 when no finding is a warning or worse, 2 when one
 //! is; errors are returned to the caller (the binary prints them and exits 1).
@@ -14,7 +16,9 @@ pub mod record;
 pub mod report;
 pub mod rules;
 mod sample;
+pub mod scrape;
 pub mod text;
+mod userspace;
 pub mod watch;
 
 use std::process::ExitCode;
@@ -40,10 +44,16 @@ pub fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     if let Some(path) = &args.record {
-        record::run(&args.ports, args.interval, path, args.samples)?;
+        record::run(
+            &args.ports,
+            args.interval,
+            path,
+            args.samples,
+            args.metrics.clone(),
+        )?;
         return Ok(ExitCode::SUCCESS);
     }
-    let report = collect_report(&args.ports, args.interval)?;
+    let report = collect_report(&args.ports, args.interval, args.metrics.clone())?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

@@ -43,9 +43,10 @@ pub fn run(
     interval: Duration,
     path: &Path,
     samples: Option<u64>,
+    metrics: Option<String>,
 ) -> anyhow::Result<()> {
     let mut rec = Recorder::open(path)?;
-    let mut sampler = Sampler::start(ports)?;
+    let mut sampler = Sampler::start(ports)?.with_metrics(metrics);
     let mut n = 0u64;
     while samples.is_none_or(|max| n < max) {
         std::thread::sleep(interval);

@@ -108,6 +108,63 @@ pub struct ListenerView {
     /// up before the application accepted them); the rest are the application's.
     #[serde(default)]
     pub close_wait_not_accepted: u32,
+    /// The user-space layer, when the listener belongs to a Spillway front: what its own
+    /// metrics say (`null` for other servers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spillway: Option<SpillwayView>,
+}
+
+/// A Spillway front's own account of its queue and threads, from its admin endpoint's
+/// `/metrics`; counts marked "in the window" are increases since the previous scrape.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct SpillwayView {
+    /// The metrics URL read, `null` when no admin endpoint was found.
+    pub metrics_url: Option<String>,
+    /// Where the URL came from (`--admin` in the command line, `SPILLWAY_ADMIN` in the
+    /// environment, `--metrics`), or why there is none.
+    pub found_by: String,
+    /// Why the metrics could not be read, if they could not.
+    pub error: Option<String>,
+    /// Requests waiting in Spillway's admission queue for a Python thread.
+    pub queue_depth: u64,
+    /// How long the oldest of them has waited, seconds.
+    pub queue_oldest_wait_secs: f64,
+    /// 503s from admission in the window, by reason (`queue_full`, `queue_timeout`).
+    pub refusals: BTreeMap<String, u64>,
+    /// 5xx responses in the window by `code origin` (`503 front`, `504 application`, …).
+    pub errors_by_origin: BTreeMap<String, u64>,
+    /// Each live worker's threads.
+    pub workers: Vec<WorkerThreads>,
+    /// Application time p99 (dispatch to response start), seconds: over the window when
+    /// requests finished in it, else since the front started.
+    pub app_p99_secs: Option<f64>,
+    /// Whether `app_p99_secs` covers only the window.
+    pub app_p99_in_window: bool,
+}
+
+/// One worker's thread pool.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct WorkerThreads {
+    pub pid: u32,
+    pub generation: u64,
+    /// Threads running a request.
+    pub busy: u32,
+    /// Threads in the pool.
+    pub threads: u32,
+}
+
+impl SpillwayView {
+    /// Busy threads and threads, over all workers.
+    pub fn threads(&self) -> (u32, u32) {
+        self.workers
+            .iter()
+            .fold((0, 0), |(b, t), w| (b + w.busy, t + w.threads))
+    }
+
+    /// Whether the metrics were read.
+    pub fn is_read(&self) -> bool {
+        self.metrics_url.is_some() && self.error.is_none()
+    }
 }
 
 /// A process holding a listener.

@@ -14,6 +14,8 @@
 //! - `time_wait_pressure`: TIME_WAIT sockets near the ephemeral port range or
 //!   `tcp_max_tw_buckets`, or `TCPTimeWaitOverflow` rising.
 //! - `no_listener`: a `--port` asked for has no listener (added by [`no_listener`]).
+//! - `spillway_layer`, `spillway_no_metrics`: a Spillway front's own metrics (added by
+//!   `userspace`).
 
 use std::collections::BTreeMap;
 
@@ -573,6 +575,7 @@ mod tests {
                 connections: 40,
             }],
             close_wait_not_accepted: 0,
+            spillway: None,
         }
     }
 

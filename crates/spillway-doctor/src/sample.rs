@@ -1,7 +1,7 @@
 //! Sampling: takes host snapshots an interval apart and turns each pair into a [`Report`],
 //! findings included.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use anyhow::Context;
@@ -12,10 +12,16 @@ use crate::report::{
     KEY_COUNTERS, SCHEMA,
 };
 use crate::rules;
+use crate::scrape::Metrics;
+use crate::userspace;
 
 /// Samples twice, `interval` apart, and builds the report (what one-shot doctor prints).
-pub fn collect_report(ports: &[u16], interval: Duration) -> anyhow::Result<Report> {
-    let mut s = Sampler::start(ports)?;
+pub fn collect_report(
+    ports: &[u16],
+    interval: Duration,
+    metrics: Option<String>,
+) -> anyhow::Result<Report> {
+    let mut s = Sampler::start(ports)?.with_metrics(metrics);
     std::thread::sleep(interval);
     s.sample()
 }
@@ -25,6 +31,10 @@ pub struct Sampler {
     ports: Vec<u16>,
     prev: HostSnapshot,
     prev_at: Instant,
+    /// `--metrics`: a Spillway front's metrics URL given by hand.
+    metrics: Option<String>,
+    /// The last scrape of each Spillway front's metrics, for the window's increases.
+    scrapes: HashMap<String, Metrics>,
 }
 
 impl Sampler {
@@ -36,7 +46,28 @@ impl Sampler {
             ports: ports.to_vec(),
             prev,
             prev_at,
+            metrics: None,
+            scrapes: HashMap::new(),
         })
+    }
+
+    /// Reads a Spillway front's metrics from `url` (`--metrics`) rather than from the admin
+    /// endpoint its command line names; takes the window's first scrape of every front now.
+    pub fn with_metrics(mut self, url: Option<String>) -> Sampler {
+        self.metrics = url;
+        let mut listeners: Vec<ListenerView> = self
+            .prev
+            .listeners
+            .iter()
+            .map(|l| listener_view(l, None))
+            .collect();
+        userspace::read(
+            &mut listeners,
+            self.metrics.as_deref(),
+            !self.ports.is_empty(),
+            &mut self.scrapes,
+        );
+        self
     }
 
     /// Takes the next snapshot and reports on the window since the previous one.
@@ -45,6 +76,13 @@ impl Sampler {
         let snap = spillway_netdiag::snapshot(&self.ports).context("reading TCP state")?;
         let mut report = Report::from_samples(&self.prev, &snap, at - self.prev_at);
         rules::no_listener(&mut report, &self.ports);
+        userspace::read(
+            &mut report.listeners,
+            self.metrics.as_deref(),
+            !self.ports.is_empty(),
+            &mut self.scrapes,
+        );
+        userspace::add_findings(&mut report);
         self.prev = snap;
         self.prev_at = at;
         Ok(report)
@@ -174,5 +212,6 @@ fn listener_view(l: &Listener, earlier: Option<&Listener>) -> ListenerView {
             })
             .collect(),
         close_wait_not_accepted: l.close_wait_not_accepted,
+        spillway: None,
     }
 }

@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use crate::report::{Report, KEY_COUNTERS};
+use crate::report::{Report, SpillwayView, KEY_COUNTERS};
 
 /// Renders the report as plain text, findings first.
 pub fn render(r: &Report) -> String {
@@ -52,6 +52,9 @@ pub fn render(r: &Report) -> String {
                 .collect();
             let _ = writeln!(o, "    top remotes: {}", top.join(", "));
         }
+        if let Some(v) = &l.spillway {
+            let _ = writeln!(o, "    spillway: {}", spillway_line(v));
+        }
     }
     if r.listeners.is_empty() {
         o.push_str("No listening TCP sockets matched.\n");
@@ -81,4 +84,60 @@ pub fn render(r: &Report) -> String {
         let _ = writeln!(o, "note: {note}");
     }
     o
+}
+
+/// The user-space layer of a Spillway front in one line (also the `--watch` panel's).
+pub fn spillway_line(v: &SpillwayView) -> String {
+    if !v.is_read() {
+        return format!(
+            "metrics not read: {}",
+            v.error.as_deref().unwrap_or(&v.found_by)
+        );
+    }
+    let (busy, threads) = v.threads();
+    let mut line = format!(
+        "queue {} (oldest {:.2} s)   threads busy {busy}/{threads}",
+        v.queue_depth, v.queue_oldest_wait_secs
+    );
+    let per_worker: Vec<String> = v
+        .workers
+        .iter()
+        .map(|w| format!("{}: {}/{}", w.pid, w.busy, w.threads))
+        .collect();
+    if !per_worker.is_empty() {
+        line.push_str(&format!(" ({})", per_worker.join(", ")));
+    }
+    if let Some(p) = v.app_p99_secs {
+        line.push_str(&format!(
+            "   app p99 {:.3} s{}",
+            p,
+            if v.app_p99_in_window {
+                ""
+            } else {
+                " (since start)"
+            }
+        ));
+    }
+    let refused: Vec<String> = v
+        .refusals
+        .iter()
+        .map(|(k, n)| format!("{k} +{n}"))
+        .collect();
+    line.push_str(&format!(
+        "   503s {}",
+        if refused.is_empty() {
+            "none".to_string()
+        } else {
+            refused.join(", ")
+        }
+    ));
+    let errors: Vec<String> = v
+        .errors_by_origin
+        .iter()
+        .map(|(k, n)| format!("{k} +{n}"))
+        .collect();
+    if !errors.is_empty() {
+        line.push_str(&format!("   5xx {}", errors.join(", ")));
+    }
+    line
 }

@@ -62,7 +62,7 @@ impl WatchView {
 /// Runs the live view until q/Esc/Ctrl-C or `--samples`.
 pub fn run(args: &DoctorArgs) -> anyhow::Result<()> {
     let mut recorder = args.record.as_deref().map(Recorder::open).transpose()?;
-    let mut sampler = Sampler::start(&args.ports)?;
+    let mut sampler = Sampler::start(&args.ports)?.with_metrics(args.metrics.clone());
     let mut view = WatchView::new(
         args.interval,
         args.record.as_ref().map(|p| p.display().to_string()),
@@ -118,23 +118,61 @@ fn severity_style(s: Severity) -> Style {
 /// Draws one frame of the live view.
 pub fn draw(f: &mut Frame, v: &WatchView) {
     let n_listeners = v.report.as_ref().map_or(0, |r| r.listeners.len()) as u16;
-    let [header, table, counters, spark, findings] = Layout::vertical([
+    let n_fronts = v.report.as_ref().map_or(0, |r| {
+        r.listeners.iter().filter(|l| l.spillway.is_some()).count()
+    }) as u16;
+    // The Spillway panel only when a front was found, so other screens keep their layout.
+    let mut constraints = vec![
         Constraint::Length(1),
         Constraint::Length(n_listeners.clamp(1, 12) + 3),
         Constraint::Length(5),
         Constraint::Length(4),
         Constraint::Min(3),
-    ])
-    .areas(f.area());
+    ];
+    if n_fronts > 0 {
+        constraints.insert(2, Constraint::Length(n_fronts.min(6) + 2));
+    }
+    let areas = Layout::vertical(constraints).split(f.area());
+    let (header, table) = (areas[0], areas[1]);
+    let (fronts, rest) = if n_fronts > 0 {
+        (Some(areas[2]), &areas[3..])
+    } else {
+        (None, &areas[2..])
+    };
+    let (counters, spark, findings) = (rest[0], rest[1], rest[2]);
     f.render_widget(header_line(v), header);
     let Some(r) = &v.report else {
         f.render_widget(waiting(v), table);
         return;
     };
     f.render_widget(listeners_table(r), table);
+    if let Some(area) = fronts {
+        f.render_widget(spillway_panel(r), area);
+    }
     f.render_widget(counters_panel(r, counters.width), counters);
     f.render_widget(overflow_sparkline(v), spark);
     f.render_widget(findings_panel(r), findings);
+}
+
+/// The user-space layer of each Spillway front: its queue, threads, p99 and 503s.
+fn spillway_panel(r: &Report) -> Paragraph<'static> {
+    let lines: Vec<Line<'static>> = r
+        .listeners
+        .iter()
+        .filter_map(|l| {
+            let v = l.spillway.as_ref()?;
+            Some(Line::from(format!(
+                "{}  {}",
+                l.address,
+                crate::text::spillway_line(v)
+            )))
+        })
+        .collect();
+    Paragraph::new(lines).wrap(Wrap { trim: true }).block(
+        Block::new()
+            .borders(Borders::ALL)
+            .title("Spillway (user space: its queue and threads)"),
+    )
 }
 
 fn header_line(v: &WatchView) -> Paragraph<'static> {

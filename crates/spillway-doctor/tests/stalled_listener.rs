@@ -18,7 +18,7 @@ fn overfilled_listen_5_server_is_diagnosed() {
     // so SYNs keep arriving while doctor samples (bounded: at most 400 attempts).
     let report = std::thread::scope(|s| {
         let h = s.spawn(|| hammer(srv.addr(), &stop, 400));
-        let report = collect_report(&[srv.port], Duration::from_secs(1));
+        let report = collect_report(&[srv.port], Duration::from_secs(1), None);
         stop.store(true, Ordering::Relaxed);
         h.join().expect("hammer thread");
         report
@@ -55,7 +55,7 @@ fn overfilled_listen_5_server_is_diagnosed() {
 fn healthy_listener_has_no_finding() {
     let srv = PyServer::start(128, true);
     let _clients = fill(srv.addr(), 3);
-    let report = collect_report(&[srv.port], Duration::from_millis(300)).expect("report");
+    let report = collect_report(&[srv.port], Duration::from_millis(300), None).expect("report");
     assert_eq!(report.listeners.len(), 1);
     let l = &report.listeners[0];
     assert!(l.processes.iter().any(|p| p.pid == srv.pid));
@@ -83,8 +83,14 @@ fn record_then_plot_draws_every_series() {
     let stop = AtomicBool::new(false);
     std::thread::scope(|s| {
         let h = s.spawn(|| hammer(srv.addr(), &stop, 400));
-        spillway_doctor::record::run(&[srv.port], Duration::from_millis(200), &jsonl, Some(4))
-            .expect("record");
+        spillway_doctor::record::run(
+            &[srv.port],
+            Duration::from_millis(200),
+            &jsonl,
+            Some(4),
+            None,
+        )
+        .expect("record");
         stop.store(true, Ordering::Relaxed);
         h.join().expect("hammer thread");
     });

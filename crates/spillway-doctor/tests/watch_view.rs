@@ -123,3 +123,43 @@ fn watch_before_first_sample_says_it_is_sampling() {
         "{screen}"
     );
 }
+
+#[test]
+fn watch_shows_a_spillway_fronts_queue_and_threads() {
+    use spillway_doctor::report::{SpillwayView, WorkerThreads};
+    let mut r = stalled_report();
+    r.listeners[0].spillway = Some(SpillwayView {
+        metrics_url: Some("http://127.0.0.1:9000/metrics".into()),
+        found_by: "--admin in the command line".into(),
+        queue_depth: 240,
+        queue_oldest_wait_secs: 1.5,
+        workers: vec![
+            WorkerThreads {
+                pid: 4101,
+                generation: 1,
+                busy: 64,
+                threads: 64,
+            },
+            WorkerThreads {
+                pid: 4102,
+                generation: 1,
+                busy: 64,
+                threads: 64,
+            },
+        ],
+        app_p99_secs: Some(0.41),
+        app_p99_in_window: true,
+        ..SpillwayView::default()
+    });
+    let mut view = WatchView::new(Duration::from_secs(1), None);
+    view.push(r);
+    let mut terminal = Terminal::new(TestBackend::new(140, 34)).expect("test terminal");
+    terminal.draw(|f| draw(f, &view)).expect("draw");
+    let screen = terminal.backend().to_string();
+    assert!(screen.contains("Spillway (user space"), "{screen}");
+    assert!(
+        screen.contains("127.0.0.1:8000  queue 240 (oldest 1.50 s)   threads busy 128/128"),
+        "{screen}"
+    );
+    assert!(screen.contains("app p99 0.410 s"), "{screen}");
+}

@@ -204,6 +204,8 @@ pub struct ServerConfig {
     pub proxy_protocol: bool,
     /// Peers whose PROXY headers and X-Forwarded-* headers are believed.
     pub forwarded_allow_ips: crate::trusted::TrustedProxies,
+    /// Which clients get a `Server-Timing` header.
+    pub server_timing: crate::server_timing::ServerTiming,
     /// Directories whose Python files trigger a reload when they change (`--reload`).
     pub reload_roots: Vec<PathBuf>,
     /// Tells the service manager about state changes (systemd `sd_notify`); a no-op

@@ -32,6 +32,7 @@ pub mod proxy_protocol;
 mod request;
 mod request_id;
 mod server;
+mod server_timing;
 mod spawn;
 mod state;
 mod supervisor;
@@ -167,6 +168,7 @@ pub use control::{controller, Control, Controller, Controls};
 pub use devreload::roots_for as reload_roots;
 pub use listener::somaxconn;
 pub use server::{serve, serve_with};
+pub use server_timing::ServerTiming;
 pub use tls::TlsError;
 
 /// Why the server stopped with an error.

@@ -104,6 +104,7 @@ pub(crate) fn build_head(
     let trusted = peer
         .ip
         .is_some_and(|ip| policy.forwarded_allow_ips.contains(ip));
+    crate::server_timing::request_start(&mut headers, trusted);
     // Last, where `request_id_of` finds it.
     headers.push((
         Bytes::from_static(REQUEST_ID_KEY),

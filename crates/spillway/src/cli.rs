@@ -29,6 +29,7 @@ pub mod defaults {
     pub const MAX_WORKER_MEMORY: u64 = 0;
     pub const DRAIN_DELAY: u64 = 5;
     pub const FORWARDED_ALLOW_IPS: &str = "127.0.0.1,::1";
+    pub const SERVER_TIMING: &str = "trusted";
     pub const LIMIT_REQUEST_LINE: u32 = 4094;
     pub const LIMIT_REQUEST_FIELDS: u32 = 100;
     pub const LIMIT_REQUEST_FIELD_SIZE: u32 = 8190;
@@ -291,6 +292,14 @@ pub struct ServeArgs {
     #[arg(long, value_name = "LIST", env = "SPILLWAY_FORWARDED_ALLOW_IPS",
           default_value = defaults::FORWARDED_ALLOW_IPS)]
     pub forwarded_allow_ips: String,
+
+    /// Server-Timing response header (queue, app and total milliseconds): off, trusted
+    /// (peers in --forwarded-allow-ips only: how loaded the server is is the operator's
+    /// business) or all.
+    #[arg(long, value_name = "WHO", env = "SPILLWAY_SERVER_TIMING", default_value = defaults::SERVER_TIMING,
+          ignore_case = true,
+          value_parser = clap::builder::PossibleValuesParser::new(["off", "trusted", "all"]))]
+    pub server_timing: String,
 
     /// Development: reload the workers when a Python file under the working directory or
     /// --pythonpath changes (polled once a second). [default: off]

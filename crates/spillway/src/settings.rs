@@ -266,6 +266,11 @@ pub fn resolve(args: ServeArgs, host: &Host) -> Result<Settings, SettingsError> 
             &args.forwarded_allow_ips,
         )
         .map_err(|e| bad("--forwarded-allow-ips", e.to_string()))?,
+        server_timing: match args.server_timing.to_ascii_lowercase().as_str() {
+            "off" => spillway_server::ServerTiming::Off,
+            "all" => spillway_server::ServerTiming::All,
+            _ => spillway_server::ServerTiming::Trusted,
+        },
         notify: spillway_server::StateNotifier::none(),
     };
     Ok(Settings {

@@ -250,7 +250,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 Flow::Continue
             }
             // The exchange lets one head through, before any body.
-            Reply::Head(head) => {
+            Reply::Head(mut head) => {
+                head.headers.extend(crate::server_timing::field(
+                    &self.front.cfg,
+                    self.peer.ip,
+                    st.record.as_ref(),
+                ));
                 // A response that starts while the server drains is the connection's last;
                 // so is one to a client still waiting for `100 Continue`, which may or may
                 // not send its body now.

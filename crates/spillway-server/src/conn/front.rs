@@ -66,10 +66,12 @@ impl Front {
         }
     }
 
-    /// Whether requests are timed and recorded (for the access log or the metrics); the
-    /// clock is not read per request otherwise.
+    /// Whether requests are timed and recorded (for the access log, the metrics or
+    /// `Server-Timing`); the clock is not read per request otherwise.
     pub fn records(&self) -> bool {
-        self.access_log.is_some() || self.metrics.is_some()
+        self.access_log.is_some()
+            || self.metrics.is_some()
+            || self.cfg.server_timing != crate::ServerTiming::Off
     }
 
     /// `Retry-After` seconds for an answer that refuses the request for now.

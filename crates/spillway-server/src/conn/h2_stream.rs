@@ -275,6 +275,7 @@ pub(super) async fn stream(req: Request<Incoming>, shared: Arc<Shared>) -> Respo
         is_head,
         front,
         client: shared.peer.label.clone(),
+        peer_ip: shared.peer.ip,
         active,
     };
     st.end_body_if_done();
@@ -319,6 +320,8 @@ struct StreamState {
     is_head: bool,
     front: Arc<Front>,
     client: String,
+    /// The peer trust is decided on, for `Server-Timing`.
+    peer_ip: Option<std::net::IpAddr>,
     active: Active,
 }
 
@@ -471,7 +474,12 @@ impl StreamState {
     }
 
     /// The response head; the body streams from a task that owns the exchange.
-    fn respond(mut self, head: spillway_proto::ResponseHead) -> Response<Body> {
+    fn respond(mut self, mut head: spillway_proto::ResponseHead) -> Response<Body> {
+        head.headers.extend(crate::server_timing::field(
+            &self.front.cfg,
+            self.peer_ip,
+            self.record.as_ref(),
+        ));
         let status = StatusCode::from_u16(head.status)
             .ok()
             .filter(|s| (200..=599).contains(&s.as_u16()))

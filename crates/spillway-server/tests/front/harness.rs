@@ -43,6 +43,7 @@ pub fn config() -> ServerConfig {
         tls: None,
         http: spillway_server::HttpVersions::Auto,
         http2_max_streams: 100,
+        server_timing: spillway_server::ServerTiming::Trusted,
         limit_request_line: 4094,
         limit_request_fields: 100,
         limit_request_field_size: 8190,

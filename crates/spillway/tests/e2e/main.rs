@@ -4,8 +4,11 @@
 
 mod support;
 
+mod bench_verdict;
 mod cli;
+mod dashboards;
 mod doctor;
+mod doctor_spillway;
 mod environ;
 mod flask;
 mod haproxy;
@@ -19,6 +22,7 @@ mod metrics;
 mod operations;
 mod overload;
 mod response;
+mod server_timing;
 mod sizing;
 mod tls;
 mod validate;

@@ -11,7 +11,8 @@ use std::time::Duration;
 use crate::support::lifecycle::{get_ok, local, try_get, WAIT};
 use crate::support::{eventually, free_port, Conn, Server, Spillway};
 
-const NOT_INSTALLED: &str = "needs Debian's prometheus package (prometheus and promtool); \
+pub(crate) const NOT_INSTALLED: &str =
+    "needs Debian's prometheus package (prometheus and promtool); \
      .ci/run installs it (apt-get install prometheus)";
 
 /// The exposition, as a scrape gets it.
@@ -160,7 +161,7 @@ fn metrics_pass_promtool_and_show_an_overloaded_server() {
 }
 
 /// A Prometheus server scraping `target` every second, killed on drop.
-struct Prometheus {
+pub(crate) struct Prometheus {
     child: std::process::Child,
     port: u16,
 }
@@ -173,7 +174,7 @@ impl Drop for Prometheus {
 }
 
 impl Prometheus {
-    fn start(dir: &Path, target: &str) -> Prometheus {
+    pub(crate) fn start(dir: &Path, target: &str) -> Prometheus {
         let cfg = dir.join("prometheus.yml");
         std::fs::write(
             &cfg,
@@ -197,6 +198,17 @@ impl Prometheus {
         Prometheus { child, port }
     }
 
+    /// How many series an instant query returns (`None` while Prometheus is not up, or
+    /// the query is refused: its error then).
+    pub(crate) fn series(&self, q: &str) -> Result<usize, String> {
+        let path = format!("/api/v1/query?query={}", percent_encode(q));
+        let r = try_get(local(self.port), &path)?;
+        if r.status != 200 {
+            return Err(format!("{}: {}", r.status, r.text()));
+        }
+        Ok(r.json().get("data").get("result").arr().len())
+    }
+
     /// The single value of an instant query, if it has one.
     fn query(&self, q: &str) -> Option<f64> {
         let path = format!("/api/v1/query?query={}", q.replace(' ', "%20"));
@@ -209,6 +221,18 @@ impl Prometheus {
         let first = j.get("data").get("result").arr().first()?;
         first.get("value").arr().get(1)?.str()?.parse().ok()
     }
+}
+
+/// A query string's bytes, percent-encoded but for RFC 3986's unreserved ones.
+fn percent_encode(q: &str) -> String {
+    q.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 #[test]
