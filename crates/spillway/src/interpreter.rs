@@ -218,24 +218,37 @@ fn probe(path: &Path, chosen_by: &'static str) -> Result<Interpreter, Interprete
 
 /// The worker extension module: the one the front was loaded from (pip), else the one a
 /// cargo build puts beside this executable (`libspillway.so`, in the target directory or
-/// its `deps/`).
+/// its `deps/`), else the one a system package installs for it (`../lib/spillway/`, so
+/// `/usr/bin/spillway` finds `/usr/lib/spillway/libspillway.so`).
 pub fn worker_module(host: &Host) -> Result<PathBuf, InterpreterError> {
     if let Some(m) = &host.module {
         return Ok(m.clone());
     }
     let exe = std::env::current_exe()
         .map_err(|e| InterpreterError::NotFound(format!("cannot find our own executable: {e}")))?;
+    module_near(&exe).ok_or_else(|| {
+        InterpreterError::NotFound(format!(
+            "the worker module libspillway.so is neither beside {} nor in ../lib/spillway/: \
+             build the workspace (cargo build), or install the wheel (pip install spillway)",
+            exe.display()
+        ))
+    })
+}
+
+/// Where the worker module is, relative to the executable, in the order a cargo build and
+/// then a system package put it. `current_exe` has resolved symlinks already, so a link to
+/// the executable elsewhere on PATH still finds the module.
+fn module_near(exe: &Path) -> Option<PathBuf> {
     let dir = exe.parent().unwrap_or(Path::new("/"));
-    [dir.join("libspillway.so"), dir.join("deps/libspillway.so")]
-        .into_iter()
-        .find(|p| p.is_file())
-        .ok_or_else(|| {
-            InterpreterError::NotFound(format!(
-                "the worker module libspillway.so is not beside {}: build the workspace \
-                 (cargo build), or install the wheel (pip install spillway)",
-                exe.display()
-            ))
-        })
+    let packaged = dir.parent().map(|p| p.join("lib/spillway/libspillway.so"));
+    [
+        Some(dir.join("libspillway.so")),
+        Some(dir.join("deps/libspillway.so")),
+        packaged,
+    ]
+    .into_iter()
+    .flatten()
+    .find(|p| p.is_file())
 }
 
 /// The worker's program and arguments before its own options.
@@ -255,6 +268,22 @@ mod tests {
             "sys.exit({})",
             spillway_proto::EXIT_APP_LOAD_FAILED
         )));
+    }
+
+    #[test]
+    fn the_worker_module_is_found_where_cargo_and_the_package_put_it() {
+        let root = std::env::temp_dir().join(format!("spillway-module-{}", std::process::id()));
+        let bin = root.join("usr/bin");
+        let lib = root.join("usr/lib/spillway");
+        std::fs::create_dir_all(&bin).unwrap();
+        std::fs::create_dir_all(&lib).unwrap();
+        let exe = bin.join("spillway");
+        assert_eq!(module_near(&exe), None);
+        std::fs::write(lib.join("libspillway.so"), b"").unwrap();
+        assert_eq!(module_near(&exe), Some(lib.join("libspillway.so")));
+        std::fs::write(bin.join("libspillway.so"), b"").unwrap();
+        assert_eq!(module_near(&exe), Some(bin.join("libspillway.so")));
+        std::fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]
