@@ -269,7 +269,8 @@ pub(super) async fn stream(req: Request<Incoming>, shared: Arc<Shared>) -> Respo
         body: (!body.done).then_some(body),
         held,
         pending: None,
-        body_ended: false,
+        // A head without a body tells the worker so: no `RequestEnd` (as over HTTP/1.1).
+        body_ended: framing == Framing::None,
         record,
         request_id,
         is_head,
@@ -546,16 +547,16 @@ impl StreamState {
                 Step::Reply(Reply::Body(data)) => {
                     if !self.is_head && !data.is_empty() {
                         bytes += data.len() as u64;
-                        match tokio::time::timeout(timeout, tx.send(Ok(data))).await {
-                            Ok(Ok(())) => {}
+                        match send_within(&tx, data, timeout).await {
+                            Sent::Yes => {}
                             // The client reset the stream: dropping the exchange stops
                             // the application.
-                            Ok(Err(_)) => {
+                            Sent::Reset => {
                                 reset = true;
                                 break false;
                             }
                             // The client takes nothing (no WINDOW_UPDATE) for --timeout.
-                            Err(_) => {
+                            Sent::Stalled => {
                                 self.ex.time_out(&self.client, Stalled::Client);
                                 break false;
                             }
@@ -602,5 +603,33 @@ impl StreamState {
             r.bytes = bytes;
             self.front.finish(r);
         }
+    }
+}
+
+/// How handing a piece of the response to hyper went.
+enum Sent {
+    Yes,
+    /// The stream is gone: the client reset it.
+    Reset,
+    /// The client took nothing for the whole wait.
+    Stalled,
+}
+
+/// Queues `data` for the client's stream, waiting at most `timeout` for room (hyper takes
+/// pieces as the client's window allows). The timer is armed only when the queue is full.
+async fn send_within(
+    tx: &mpsc::Sender<Result<Bytes, io::Error>>,
+    data: Bytes,
+    timeout: std::time::Duration,
+) -> Sent {
+    let data = match tx.try_send(Ok(data)) {
+        Ok(()) => return Sent::Yes,
+        Err(mpsc::error::TrySendError::Closed(_)) => return Sent::Reset,
+        Err(mpsc::error::TrySendError::Full(data)) => data,
+    };
+    match tokio::time::timeout(timeout, tx.send(data)).await {
+        Ok(Ok(())) => Sent::Yes,
+        Ok(Err(_)) => Sent::Reset,
+        Err(_) => Sent::Stalled,
     }
 }
