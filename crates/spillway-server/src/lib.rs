@@ -103,7 +103,7 @@ pub mod fuzzing {
             forwarded_allow_ips: crate::trusted::TrustedProxies::parse("127.0.0.1")
                 .expect("a valid address"),
         };
-        let (head, _) = crate::conn::h2_stream::head_of(parts, end_stream, &limits, &peer, &policy)
+        let (head, _) = crate::conn::h2_head::head_of(parts, end_stream, &limits, &peer, &policy)
             .map_err(|a| a.status())?;
         if let Some(a) = parts.uri.authority() {
             let host = head

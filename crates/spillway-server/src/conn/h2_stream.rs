@@ -14,11 +14,11 @@ use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
 use http_body::Frame;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use spillway_proto::Protocol;
 use tokio::sync::mpsc;
 
 use super::buffer::Buffered;
 use super::h2::{Active, Shared};
+use super::h2_head::{head_of, header_bytes};
 use super::hold::{self, BodySource};
 use super::Front;
 use crate::access_log::AccessRecord;
@@ -26,7 +26,7 @@ use crate::dispatch::{declared_length, Exchange, Reply, Stalled};
 use crate::error::Answer;
 use crate::h1::head::Framing;
 use crate::h1::response::is_hop_by_hop;
-use crate::request::{build_head, request_id_of, HeadView, Peer};
+use crate::request::request_id_of;
 
 /// Response-body chunks buffered per stream before the worker is made to wait.
 const BODY_QUEUE: usize = 8;
@@ -101,57 +101,6 @@ fn answer_response(
         }
     }
     r
-}
-
-/// The frame head of an HTTP/2 request, through the same rules as HTTP/1.1's.
-pub(crate) fn head_of(
-    parts: &http::request::Parts,
-    end_stream: bool,
-    limits: &crate::h1::head::HeadLimits,
-    peer: &Peer,
-    policy: &crate::request::RequestPolicy,
-) -> Result<(spillway_proto::RequestHead, Framing), Answer> {
-    let mut fields: Vec<httparse::Header<'_>> = Vec::with_capacity(parts.headers.len() + 1);
-    for (name, value) in &parts.headers {
-        fields.push(httparse::Header {
-            name: name.as_str(),
-            value: value.as_bytes(),
-        });
-    }
-    // `:authority` is HTTP/2's Host, and wins over a `host` field (RFC 9113 §8.3.1).
-    if let Some(a) = parts.uri.authority() {
-        fields.retain(|f| !f.name.eq_ignore_ascii_case("host"));
-        fields.push(httparse::Header {
-            name: "host",
-            value: a.as_str().as_bytes(),
-        });
-    }
-    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let framing = match parts
-        .headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-    {
-        Some(0) => Framing::None,
-        Some(n) => Framing::Length(n),
-        None if end_stream => Framing::None,
-        None => Framing::Chunked,
-    };
-    if fields.len() > limits.fields {
-        return Err(Answer::HeadersTooLarge);
-    }
-    if target.len() > limits.target {
-        return Err(Answer::TargetTooLong);
-    }
-    let view = HeadView {
-        method: parts.method.as_str(),
-        target,
-        version: Protocol::Http2,
-        headers: &fields,
-        framing,
-        expect_continue: false,
-    };
-    build_head(&view, peer, policy).map(|h| (h, framing))
 }
 
 /// An HTTP/2 request body: its DATA frames, as they come.
@@ -281,16 +230,6 @@ pub(super) async fn stream(req: Request<Incoming>, shared: Arc<Shared>) -> Respo
     };
     st.end_body_if_done();
     st.until_head().await
-}
-
-fn header_bytes(parts: &http::request::Parts, name: &str, wanted: bool) -> Bytes {
-    if !wanted {
-        return Bytes::new();
-    }
-    parts
-        .headers
-        .get(name)
-        .map_or_else(Bytes::new, |v| Bytes::copy_from_slice(v.as_bytes()))
 }
 
 fn finish_answer(

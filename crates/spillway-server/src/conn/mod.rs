@@ -13,6 +13,7 @@ mod buffer;
 mod exchange;
 mod front;
 pub(crate) mod h2;
+pub(crate) mod h2_head;
 pub(crate) mod h2_stream;
 mod hold;
 mod prefixed;
