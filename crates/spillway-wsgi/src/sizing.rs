@@ -1,51 +1,94 @@
-//! How many Python threads a worker runs. Pure decisions over measured samples; the pool
-//! applies them.
+//! How many Python threads a worker runs: a controller that adds a thread only when it adds
+//! throughput. Pure decisions over measured samples, no I/O; the pool applies them.
 //!
 //! A new worker runs one thread until its first request has finished, or `SETTLE` has
 //! passed (warm start: an application's lazy, thread-unsafe first-use initialisation never
-//! sees two requests at once). Then, unless `--threads` pins the count:
+//! sees two requests at once). Then, unless `--threads` pins the count, the controller
+//! climbs the curve of throughput against threads, in measured steps:
 //!
-//! * **Grow** when a request has waited `GROW_WAIT` (in the worker, or in the front's
-//!   queue while every worker is full) with every thread busy, and another thread would
-//!   help: either most requests spend most of their time blocked outside the GIL
-//!   (`IO_SHARE_GROW_MIN`, from each sampled request's thread CPU time against its wall
-//!   time: the next request would wait in I/O too, not compete for the GIL), or no
-//!   request has finished for `GROW_WAIT` (every thread is held by a slow one while fast
-//!   ones wait behind them); and the GIL is mostly free (taking it costs under
-//!   `GIL_WAIT_GROW_MAX` on average, and the process uses under `CPU_GROW_MAX` of a
-//!   core), the host is not saturated (`HOST_BUSY_MAX`), and
-//!   the front takes responses as fast as they come (threads blocked writing to a full
-//!   socket look idle, but more of them would only queue more responses). Growth is by half the current count, at most once per
-//!   `GROW_INTERVAL`, so a worker reaches a hundred threads in a few hundred milliseconds
-//!   when its requests wait on a database.
-//! * **Shrink** when threads contend for the GIL: taking it takes longer than
-//!   `GIL_WAIT_MAX` on average while the process does real work (at least
-//!   `CPU_CONTENDED_MIN` of a core): more threads then only add latency. By an eighth, at
-//!   most once per `SHRINK_INTERVAL`. Threads that find no work for the idle timeout
-//!   (`--thread-idle-timeout`) also leave, down to the minimum.
+//! * **Measure a level.** At each thread count it measures, over a window of at least
+//!   `WINDOW_MIN` and `MEASURED_MIN` requests *started* at that count, the mean time a
+//!   request holds its thread (S). With T threads all busy, Little's law gives what the
+//!   level can complete: T / S requests per second. Counting only requests started at the
+//!   level keeps the last level's requests out of it, so a handful of them is enough and
+//!   a step costs a few round trips of the application, not seconds.
+//! * **Probe up** while requests wait (in the worker, or in the front's queue while every
+//!   worker is full) and every thread is busy: T grows by half (doubling below 16).
+//! * **Keep the step only if it paid**: the new level must complete at least
+//!   `GAIN_MIN` of the gain perfect scaling would give (T'/T). A thread that waits on
+//!   something that scales (a remote database with spare capacity) keeps S flat and passes;
+//!   one that waits on contention (a SQLite file lock, a 5-connection pool, an application
+//!   lock) raises S in proportion and fails: in-flight requests rose, throughput did not,
+//!   so the extra requests were only queueing inside the application. A failed step goes
+//!   back to T and holds there for `HOLD_FIRST`, doubling to `HOLD_MAX` while probes keep
+//!   failing; meanwhile excess requests wait in the front's queue (fair, visible, with
+//!   deadlines and 503 + Retry-After).
+//! * **Probe down** at a plateau: after an upward probe failed, the next probe removes a
+//!   quarter of the threads and keeps the smaller pool if it completes within `LOSS_MAX` as
+//!   much (fewer threads, the same throughput: less queueing inside the application).
+//! * **Follow the load down**: when no request waited and at most half the threads were
+//!   busy (Little's law again: completions per second × S) for `UNUSED_FOR`, the pool
+//!   shrinks to twice what was busy. Threads that find no work for the idle timeout
+//!   (`--thread-idle-timeout`) also leave.
 //!
-//! The signal is the GIL wait, measured each time a thread takes the GIL back at the
-//! points where Spillway released it (waiting for a request, for body bytes, for the
-//! socket). Why it cannot oscillate: growth needs the average wait below 0.5 ms and
-//! shrinking needs it above 2 ms, a dead band neither rule acts in; each rule waits for
-//! its own interval before acting again, so it sees the effect of its last step; rates
-//! over a window that includes an idle spell are not acted on; and the idle rule only
-//! removes threads that found no work for the idle timeout, which cannot happen while
-//! requests wait.
+//! Fast paths veto growth before any measurement: threads that contend for the GIL
+//! (taking it costs over `GIL_WAIT_GROW_MAX`), a process at `CPU_GROW_MAX` of a core (the
+//! GIL is the bottleneck), a saturated host this worker takes a share of, and a front that does not take responses as
+//! fast as they come. GIL contention past `GIL_WAIT_MAX` with the process busy shrinks the
+//! pool by an eighth. A request that held every thread for `STALL` while others wait (no
+//! completion to measure) earns one more thread, up to `STALL_MAX`.
+//!
+//! Why it converges and cannot oscillate: every change is followed by a measurement at the
+//! new level before the next one (no step acts on numbers from before it); growth happens
+//! only while it is measured to pay, so on a concave throughput curve it stops at the knee;
+//! a failed probe returns to a level already measured and waits at least `HOLD_FIRST`,
+//! doubling, so the perturbation is one step every few seconds at most and settles to one
+//! every `HOLD_MAX`; a probe's result is kept or undone, never compounded; the shrink on
+//! unused threads leaves twice the busy count, so the threads it leaves are never all busy
+//! and do not ask to grow back; the GIL rules have a dead band (grow below 0.5 ms, shrink
+//! above 2 ms). After a change in the load or the application (the level's capacity moves
+//! by over `MOVED`) the hold resets, so a load change is followed within a few seconds.
 
 use std::time::{Duration, Instant};
 
+#[cfg(test)]
+#[path = "sizing_tests.rs"]
+mod tests;
+
 /// Longest a new worker runs one thread waiting for its first request to finish.
 pub(crate) const SETTLE: Duration = Duration::from_secs(2);
-/// Queue wait (all threads busy) that asks for more threads.
+/// Queue wait (all threads busy) that counts as requests waiting.
 pub(crate) const GROW_WAIT: Duration = Duration::from_millis(1);
-const GROW_INTERVAL: Duration = Duration::from_millis(10);
+/// Shortest measurement of a level.
+const WINDOW_MIN: Duration = Duration::from_millis(100);
+/// Completions a level's measurement needs (fewer after `WINDOW_MAX`): enough that one
+/// more or less moves the rate by a few per cent.
+const MEASURED_MIN: u32 = 12;
+/// Longest wait after a change before completions count for the new level.
+const SETTLE_MAX: Duration = Duration::from_secs(1);
+/// Longest measurement of a level; one with no completion at all is extended.
+const WINDOW_MAX: Duration = Duration::from_secs(2);
+/// Share of the perfect-scaling gain a step must deliver to be kept.
+const GAIN_MIN: f64 = 0.2;
+/// Share of the throughput a smaller pool may lose and still be kept.
+const LOSS_MAX: f64 = 0.05;
+/// Hold after the first failed probe at a level; doubles up to `HOLD_MAX`.
+const HOLD_FIRST: Duration = Duration::from_secs(1);
+const HOLD_MAX: Duration = Duration::from_secs(8);
+/// A level's capacity moving by this share means the load or the application changed.
+const MOVED: f64 = 0.3;
+/// Unused threads (nothing waits, at most half busy) this long are let go.
+const UNUSED_FOR: Duration = Duration::from_secs(1);
+/// No completion for this long with every thread busy and requests waiting: one more.
+const STALL: Duration = Duration::from_secs(1);
+/// The stall rule adds threads up to this many (beyond, only measured steps).
+const STALL_MAX: u16 = 4;
 const SHRINK_INTERVAL: Duration = Duration::from_millis(500);
-/// Growth needs at least this share of the requests to spend most of their time blocked
-/// (in I/O or sleeps): the next request a new thread takes would then mostly wait too,
-/// leaving the GIL to the others, rather than compete for it.
-const IO_SHARE_GROW_MIN: f64 = 0.5;
 const HOST_BUSY_MAX: f64 = 0.90;
+/// A busy host vetoes growth only when this worker takes a share of it: threads that wait
+/// (on a database, a sleep) cost no CPU, and on a host shared with other work the host
+/// is busy whatever the pool does. (Whether more threads pay is measured anyway.)
+const CPU_HOST_SHARE_MIN: f64 = 0.25;
 /// Growth needs the GIL mostly free: taking it costs less than this on average.
 const GIL_WAIT_GROW_MAX: Duration = Duration::from_micros(500);
 /// Threads waiting longer than this on average to take the GIL are too many.
@@ -53,9 +96,7 @@ const GIL_WAIT_MAX: Duration = Duration::from_millis(2);
 /// Contention is only acted on while the GIL holder does real work.
 const CPU_CONTENDED_MIN: f64 = 0.5;
 /// Growth stops once the process uses this much of a core: Python code runs one thread at
-/// a time, so the GIL is then the bottleneck. Threads waiting for the GIL inside the
-/// interpreter are off the CPU too and would read as blocked in I/O; this keeps a
-/// CPU-bound application from growing on that.
+/// a time, so the GIL is then the bottleneck.
 const CPU_GROW_MAX: f64 = 0.75;
 
 /// The bounds an operator set.
@@ -79,15 +120,12 @@ impl ThreadLimits {
     }
 }
 
-/// What the pool measured since the last sample.
+/// What the pool sees at one tick.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Sample {
     pub now: Instant,
-    /// The rates below cover a recent, busy window (not an idle spell).
+    /// The CPU and GIL rates below cover a recent, busy window (not an idle spell).
     pub fresh: bool,
-    /// Share of recently finished requests that spent most of their time off the CPU
-    /// (`None`: none finished, every thread is held).
-    pub io_share: Option<f64>,
     /// Time since a request last finished.
     pub since_done: Duration,
     /// The socket to the front was full lately: the front, not the threads, is the
@@ -95,7 +133,8 @@ pub(crate) struct Sample {
     pub front_full: bool,
     /// Threads serving a request.
     pub busy: u16,
-    /// How long the oldest waiting request has waited (None: nothing waits).
+    /// How long the oldest waiting request has waited, here or in the front's queue
+    /// (None: nothing waits).
     pub oldest_wait: Option<Duration>,
     /// CPU the worker process used, in cores (1.0: one core all the time).
     pub cpu: f64,
@@ -105,12 +144,96 @@ pub(crate) struct Sample {
     pub gil_wait: Duration,
 }
 
-/// A change of the thread target, and why.
+/// The rule behind a decision, named in the log and in `/status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Rule {
+    WarmStart,
+    ProbeUp,
+    Gain,
+    NoGain,
+    ProbeDown,
+    FewerSuffice,
+    FewerLose,
+    Stalled,
+    Unused,
+    GilContention,
+    Idle,
+}
+
+impl Rule {
+    /// The rule's name, as the log and `/status` show it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Rule::WarmStart => "warm-start",
+            Rule::ProbeUp => "probe-up",
+            Rule::Gain => "gain",
+            Rule::NoGain => "no-gain",
+            Rule::ProbeDown => "probe-down",
+            Rule::FewerSuffice => "fewer-suffice",
+            Rule::FewerLose => "fewer-lose",
+            Rule::Stalled => "stalled",
+            Rule::Unused => "unused",
+            Rule::GilContention => "gil-contention",
+            Rule::Idle => "idle",
+        }
+    }
+}
+
+/// A decision: the thread target from one count to another (the same for a verdict that
+/// keeps it), the rule, and why in numbers.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Decision {
     pub from: u16,
     pub to: u16,
+    pub rule: Rule,
     pub why: String,
+}
+
+/// What one level (thread count) was measured to do.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Rate {
+    pub threads: u16,
+    /// Requests completed per second over the window.
+    pub throughput: f64,
+    /// Mean time a request held its thread.
+    pub service: Duration,
+}
+
+/// The measurement of the current level under way.
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    /// Completions count from here: after the change, once the requests it let in had
+    /// time to finish (the last level's service time), so the count is the new level's.
+    since: Instant,
+    /// Requests finished in the window, and the time they held their threads.
+    done: u32,
+    service: Duration,
+    /// Ticks seen, and how many of them found requests waiting.
+    ticks: u32,
+    waiting: u32,
+}
+
+impl Window {
+    fn new(since: Instant) -> Window {
+        Window {
+            since,
+            done: 0,
+            service: Duration::ZERO,
+            ticks: 0,
+            waiting: 0,
+        }
+    }
+}
+
+/// What the current level is for.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Phase {
+    /// Serving at a measured level.
+    Settled,
+    /// Trying more threads than the level `from` measured.
+    Up { from: Rate },
+    /// Trying fewer threads than the level `from` measured.
+    Down { from: Rate },
 }
 
 /// The thread target of one worker.
@@ -121,6 +244,20 @@ pub(crate) struct Sizing {
     /// Warm start: one thread until this instant, or until a request finishes.
     warm_until: Option<Instant>,
     last_change: Instant,
+    window: Window,
+    phase: Phase,
+    /// The last measurement at the current level, and the one at the level before.
+    current: Option<Rate>,
+    previous: Option<Rate>,
+    /// No probe before this instant; the next hold after a failed probe.
+    hold_until: Instant,
+    hold: Duration,
+    /// A probe up failed at this level: the next probe goes down.
+    plateau: bool,
+    /// Since when threads went unused, and the most that were busy meanwhile.
+    unused: Option<(Instant, f64)>,
+    /// The last decision (changes and verdicts), for `/status`.
+    last: Option<Decision>,
 }
 
 impl Sizing {
@@ -131,6 +268,15 @@ impl Sizing {
             target: 1,
             warm_until: Some(now + SETTLE),
             last_change: now,
+            window: Window::new(now),
+            phase: Phase::Settled,
+            current: None,
+            previous: None,
+            hold_until: now,
+            hold: HOLD_FIRST,
+            plateau: false,
+            unused: None,
+            last: None,
         }
     }
 
@@ -139,33 +285,74 @@ impl Sizing {
         self.target
     }
 
+    /// The measurements at the current and the previous level.
+    pub fn levels(&self) -> (Option<Rate>, Option<Rate>) {
+        (self.current, self.previous)
+    }
+
+    /// The last decision, change or verdict.
+    pub fn last(&self) -> Option<&Decision> {
+        self.last.as_ref()
+    }
+
+    fn floor(&self) -> u16 {
+        self.limits.min.max(1)
+    }
+
     /// The count after warm start: the pinned size, or the minimum.
     fn opened(&self) -> u16 {
         self.limits.pinned.unwrap_or(self.limits.min).max(1)
     }
 
-    fn set(&mut self, to: u16, now: Instant, why: String) -> Option<Decision> {
+    /// Moves the target (or records a verdict, `to == target`), and starts measuring
+    /// the level afresh.
+    fn set(&mut self, to: u16, now: Instant, rule: Rule, why: String) -> Decision {
         let from = self.target;
-        self.last_change = now;
-        if to == from {
-            return None;
+        let mut since = now;
+        if to != from {
+            // The requests the last level let in finish first.
+            since += self
+                .current
+                .map_or(Duration::ZERO, |r| r.service.min(SETTLE_MAX));
+            self.previous = self.current.take();
+            self.last_change = now;
+            self.target = to;
         }
-        self.target = to;
-        Some(Decision { from, to, why })
+        self.window = Window::new(since);
+        self.unused = None;
+        let d = Decision {
+            from,
+            to,
+            rule,
+            why,
+        };
+        self.last = Some(d.clone());
+        d
     }
 
     /// The first request finished: warm start is over.
     pub fn first_request_done(&mut self, now: Instant) -> Option<Decision> {
         self.warm_until.take()?;
         let to = self.opened();
-        self.set(
-            to,
-            now,
-            "warm start over: the first request finished".into(),
-        )
+        (to != self.target).then(|| {
+            self.set(
+                to,
+                now,
+                Rule::WarmStart,
+                "warm start over: the first request finished".into(),
+            )
+        })
     }
 
-    /// Decides on a fresh sample.
+    /// A request that started at `started` finished at `now`.
+    pub fn done(&mut self, started: Instant, now: Instant) {
+        if now >= self.window.since {
+            self.window.done += 1;
+            self.window.service += now.saturating_duration_since(started);
+        }
+    }
+
+    /// Decides on a sample: a change of the target, or a verdict on a probe.
     pub fn decide(&mut self, s: &Sample) -> Option<Decision> {
         if let Some(until) = self.warm_until {
             if s.now < until {
@@ -173,59 +360,271 @@ impl Sizing {
             }
             self.warm_until = None;
             let to = self.opened();
-            return self.set(
-                to,
-                s.now,
-                format!("warm start over: {} s passed", SETTLE.as_secs()),
-            );
+            let why = format!("warm start over: {} s passed", SETTLE.as_secs());
+            return (to != self.target).then(|| self.set(to, s.now, Rule::WarmStart, why));
         }
         if self.limits.pinned.is_some() {
             return None;
         }
-        let since = s.now.saturating_duration_since(self.last_change);
-        let waited = s.oldest_wait.unwrap_or_default();
-        let all_busy = s.busy >= self.target;
-        if s.fresh
-            && !s.front_full
-            && waited >= GROW_WAIT
-            && all_busy
-            && s.gil_wait < GIL_WAIT_GROW_MAX
-            && (s.io_share.unwrap_or(1.0) >= IO_SHARE_GROW_MIN || s.since_done >= GROW_WAIT)
-            && s.host_busy < HOST_BUSY_MAX
-            // Past a core, a second thread still lets short requests take turns with a
-            // long CPU-bound one; more than that only adds GIL contention.
-            && (s.cpu < CPU_GROW_MAX || (self.target < 2 && s.since_done >= GROW_WAIT))
-            && self.target < self.limits.max
-            && since >= GROW_INTERVAL
-        {
-            let to = (self.target + (self.target / 2).max(1)).min(self.limits.max);
-            let why = format!(
-                "a request waited {:.1} ms with all {} threads busy, the last finished {:.1} ms ago, and {:.0}% of requests spend most of their time blocked outside the GIL ({:.2} ms average wait to take the GIL, process cpu {:.0}% of a core, host {:.0}% busy)",
-                ms(waited),
-                s.busy,
-                ms(s.since_done),
-                s.io_share.unwrap_or(1.0) * 100.0,
-                ms(s.gil_wait),
-                s.cpu * 100.0,
-                s.host_busy * 100.0
-            );
-            return self.set(to, s.now, why);
+        if let Some(d) = self.gil_contention(s) {
+            return Some(d);
         }
-        if s.fresh
-            && s.cpu >= CPU_CONTENDED_MIN
-            && s.gil_wait >= GIL_WAIT_MAX
-            && self.target > self.limits.min.max(1)
-            && since >= SHRINK_INTERVAL
-        {
-            let to = (self.target - (self.target / 8).max(1)).max(self.limits.min.max(1));
+        let waiting = s.oldest_wait.is_some_and(|w| w >= GROW_WAIT);
+        self.window.ticks += 1;
+        self.window.waiting += u32::from(waiting);
+        if let Some(d) = self.stalled(s, waiting) {
+            return Some(d);
+        }
+        let rate = self.measured(s.now)?;
+        let busy_avg = rate.throughput * rate.service.as_secs_f64();
+        let mostly_waiting = self.window.waiting * 2 >= self.window.ticks.max(1);
+        let d = match self.phase {
+            Phase::Up { from } => Some(self.judge_up(from, rate, mostly_waiting, s.now)),
+            Phase::Down { from } => Some(self.judge_down(from, rate, s.now)),
+            Phase::Settled => self.settled(rate, s, mostly_waiting, busy_avg),
+        };
+        if d.is_none() {
+            // Keep measuring this level in a fresh window.
+            self.window = Window::new(s.now);
+        }
+        d
+    }
+
+    /// The current level's measurement, once its window is complete.
+    fn measured(&mut self, now: Instant) -> Option<Rate> {
+        let w = self.window;
+        let elapsed = now.saturating_duration_since(w.since);
+        let complete = (elapsed >= WINDOW_MIN && w.done >= MEASURED_MIN)
+            || (elapsed >= WINDOW_MAX && w.done > 0);
+        if !complete {
+            return None;
+        }
+        let rate = Rate {
+            threads: self.target,
+            throughput: f64::from(w.done) / elapsed.as_secs_f64(),
+            service: w.service / w.done,
+        };
+        if let Some(cur) = self.current.filter(|c| c.threads == rate.threads) {
+            if (rate.throughput / cur.throughput.max(1e-9) - 1.0).abs() > MOVED {
+                // The load or the application changed: probing may pay again.
+                self.hold = HOLD_FIRST;
+                self.plateau = false;
+                self.hold_until = now;
+            }
+        }
+        self.current = Some(rate);
+        Some(rate)
+    }
+
+    fn settled(
+        &mut self,
+        rate: Rate,
+        s: &Sample,
+        mostly_waiting: bool,
+        busy_avg: f64,
+    ) -> Option<Decision> {
+        let t = self.target;
+        let probe_due = s.now >= self.hold_until;
+        if mostly_waiting && probe_due && busy_avg >= 0.75 * f64::from(t) {
+            if self.plateau && t > self.floor() {
+                let to = (t - (t / 4).max(1)).max(self.floor());
+                self.phase = Phase::Down { from: rate };
+                let why = format!(
+                    "{t} threads are at the top of the curve ({}); trying {to}",
+                    describe(&rate)
+                );
+                return Some(self.set(to, s.now, Rule::ProbeDown, why));
+            }
+            if !self.plateau && t < self.limits.max {
+                if let Some(veto) = self.veto(s) {
+                    self.hold_until = s.now + HOLD_FIRST;
+                    tracing::debug!("no growth: {veto}");
+                    return None;
+                }
+                let to = step_up(t).min(self.limits.max);
+                self.phase = Phase::Up { from: rate };
+                let why = format!(
+                    "requests waited {:.1} ms with all {t} threads busy ({}); trying {to}",
+                    ms(s.oldest_wait.unwrap_or_default()),
+                    describe(&rate)
+                );
+                return Some(self.set(to, s.now, Rule::ProbeUp, why));
+            }
+        }
+        if self.window.waiting > 0 || busy_avg * 2.0 > f64::from(t) || t <= self.floor() {
+            self.unused = None;
+            return None;
+        }
+        let (since, peak) = self.unused.get_or_insert((s.now, 0.0));
+        *peak = peak.max(busy_avg);
+        let (since, peak) = (*since, *peak);
+        if s.now.saturating_duration_since(since) < UNUSED_FOR {
+            return None;
+        }
+        let to = ((peak * 2.0).ceil() as u16).clamp(self.floor(), t);
+        if to >= t {
+            return None;
+        }
+        self.phase = Phase::Settled;
+        self.plateau = false;
+        let why = format!(
+            "no request waited and {peak:.1} of {t} threads were busy on average for {:.1} s ({})",
+            UNUSED_FOR.as_secs_f64(),
+            describe(&rate)
+        );
+        Some(self.set(to, s.now, Rule::Unused, why))
+    }
+
+    /// The verdict on a probe up from `from` to the current level: what each completed.
+    /// (If the queue emptied meanwhile, demand was met or the load left: the count alone
+    /// says which.)
+    fn judge_up(&mut self, from: Rate, rate: Rate, saturated: bool, now: Instant) -> Decision {
+        self.phase = Phase::Settled;
+        let t = self.target;
+        let ideal = f64::from(t) / f64::from(from.threads);
+        let (before, after) = (from.throughput, rate.throughput);
+        let gain = after / before.max(1e-9);
+        if gain >= 1.0 + GAIN_MIN * (ideal - 1.0) {
+            self.hold = HOLD_FIRST;
+            self.plateau = false;
             let why = format!(
-                "threads contend for the GIL (process cpu {:.0}% of a core, {:.1} ms average wait to take it)",
-                s.cpu * 100.0,
-                ms(s.gil_wait)
+                "{t} threads raised throughput: {before:.0} -> {after:.0} req/s ({:+.0}%; {:+.0}% if it scaled), {:.1} -> {:.1} ms per request{}",
+                (gain - 1.0) * 100.0,
+                (ideal - 1.0) * 100.0,
+                ms(from.service),
+                ms(rate.service),
+                if saturated { "" } else { "; no request waits any more" }
             );
-            return self.set(to, s.now, why);
+            return self.set(t, now, Rule::Gain, why);
+        }
+        self.plateau = true;
+        let hold = self.hold;
+        self.hold_until = now + hold;
+        self.hold = (hold * 2).min(HOLD_MAX);
+        let why = format!(
+            "{t} threads added no throughput: {before:.0} -> {after:.0} req/s ({:+.0}%; {:+.0}% if it scaled) while time per request rose {:.1} -> {:.1} ms (the extra requests only queue inside the application); back to {}, next try in {:.0} s",
+            (gain - 1.0) * 100.0,
+            (ideal - 1.0) * 100.0,
+            ms(from.service),
+            ms(rate.service),
+            from.threads,
+            hold.as_secs_f64()
+        );
+        let d = self.set(from.threads, now, Rule::NoGain, why);
+        // Back at a measured level: its numbers stand, the probe's are the previous.
+        self.previous = Some(rate);
+        self.current = Some(from);
+        d
+    }
+
+    /// The verdict on a probe down from `from` to the current level.
+    fn judge_down(&mut self, from: Rate, rate: Rate, now: Instant) -> Decision {
+        self.phase = Phase::Settled;
+        let t = self.target;
+        let hold = self.hold;
+        self.hold_until = now + hold;
+        self.hold = (hold * 2).min(HOLD_MAX);
+        if rate.throughput >= (1.0 - LOSS_MAX) * from.throughput {
+            let why = format!(
+                "{t} threads complete as much as {}: {:.0} -> {:.0} req/s, {:.1} -> {:.1} ms per request; staying at {t}, next try in {:.0} s",
+                from.threads,
+                from.throughput,
+                rate.throughput,
+                ms(from.service),
+                ms(rate.service),
+                hold.as_secs_f64()
+            );
+            return self.set(t, now, Rule::FewerSuffice, why);
+        }
+        self.plateau = false;
+        let why = format!(
+            "{t} threads lost throughput: {:.0} -> {:.0} req/s; back to {}, next try in {:.0} s",
+            from.throughput,
+            rate.throughput,
+            from.threads,
+            hold.as_secs_f64()
+        );
+        let d = self.set(from.threads, now, Rule::FewerLose, why);
+        self.previous = Some(rate);
+        self.current = Some(from);
+        d
+    }
+
+    /// Why more threads cannot help now, if one of the fast paths says so.
+    fn veto(&self, s: &Sample) -> Option<String> {
+        if !s.fresh {
+            return Some("rates cover an idle spell".into());
+        }
+        if s.front_full {
+            return Some("the front is not taking responses as fast as they come".into());
+        }
+        if s.gil_wait >= GIL_WAIT_GROW_MAX {
+            return Some(format!(
+                "threads wait {:.2} ms on average to take the GIL",
+                ms(s.gil_wait)
+            ));
+        }
+        if s.cpu >= CPU_GROW_MAX {
+            return Some(format!(
+                "the process uses {:.0}% of a core: the GIL is the bottleneck",
+                s.cpu * 100.0
+            ));
+        }
+        if s.host_busy >= HOST_BUSY_MAX && s.cpu >= CPU_HOST_SHARE_MIN {
+            return Some(format!(
+                "the host is {:.0}% busy and this worker uses {:.0}% of a core",
+                s.host_busy * 100.0,
+                s.cpu * 100.0
+            ));
         }
         None
+    }
+
+    /// Every thread held with nothing finishing while requests wait: one more thread, up
+    /// to `STALL_MAX`, so short requests get past long ones. (A CPU-bound long request
+    /// still lets short ones take turns at the GIL with a second thread.)
+    fn stalled(&mut self, s: &Sample, waiting: bool) -> Option<Decision> {
+        let t = self.target;
+        let since = s.now.saturating_duration_since(self.last_change);
+        if !waiting
+            || s.busy < t
+            || s.since_done < STALL
+            || since < STALL
+            || t >= STALL_MAX.min(self.limits.max)
+            || s.now < self.hold_until
+            || s.front_full
+            || (t >= 2 && s.cpu >= CPU_GROW_MAX)
+        {
+            return None;
+        }
+        self.phase = Phase::Settled;
+        let why = format!(
+            "no request finished for {:.1} s with all {t} threads busy while requests wait",
+            s.since_done.as_secs_f64()
+        );
+        Some(self.set(t + 1, s.now, Rule::Stalled, why))
+    }
+
+    /// GIL contention while the process does real work: a smaller pool.
+    fn gil_contention(&mut self, s: &Sample) -> Option<Decision> {
+        let since = s.now.saturating_duration_since(self.last_change);
+        if !s.fresh
+            || s.cpu < CPU_CONTENDED_MIN
+            || s.gil_wait < GIL_WAIT_MAX
+            || self.target <= self.floor()
+            || since < SHRINK_INTERVAL
+        {
+            return None;
+        }
+        let t = self.target;
+        let to = (t - (t / 8).max(1)).max(self.floor());
+        self.phase = Phase::Settled;
+        let why = format!(
+            "threads contend for the GIL (process cpu {:.0}% of a core, {:.1} ms average wait to take it)",
+            s.cpu * 100.0,
+            ms(s.gil_wait)
+        );
+        Some(self.set(to, s.now, Rule::GilContention, why))
     }
 
     /// How long a thread may find no work before it leaves.
@@ -235,221 +634,74 @@ impl Sizing {
 
     /// A thread found no work for the idle timeout: whether it may leave.
     pub fn idle_exit(&mut self, now: Instant) -> Option<Decision> {
-        if self.limits.pinned.is_some()
-            || self.warm_until.is_some()
-            || self.target <= self.limits.min.max(1)
+        if self.limits.pinned.is_some() || self.warm_until.is_some() || self.target <= self.floor()
         {
             return None;
         }
         let to = self.target - 1;
-        self.set(
-            to,
-            now,
-            format!(
-                "a thread found no work for {} s",
-                self.limits.idle_exit.as_secs()
-            ),
-        )
+        self.phase = Phase::Settled;
+        let why = format!(
+            "a thread found no work for {} s",
+            self.limits.idle_exit.as_secs()
+        );
+        Some(self.set(to, now, Rule::Idle, why))
     }
+}
+
+/// The next count to try: double while small, then half again.
+fn step_up(t: u16) -> u16 {
+    if t < 16 {
+        t * 2
+    } else {
+        t + t / 2
+    }
+}
+
+fn describe(r: &Rate) -> String {
+    format!(
+        "{:.0} req/s, {:.1} ms per request",
+        r.throughput,
+        ms(r.service)
+    )
 }
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// Changes waiting to be logged: consecutive changes by the same rule are logged as one
+/// (growth can take several steps a second), a change by another rule first logs what
+/// was pending, so a line never names a rule that did not make its change.
+#[derive(Debug, Default)]
+pub(crate) struct ChangeLog {
+    pending: Option<Decision>,
+}
 
-    const OPEN: ThreadLimits = ThreadLimits {
-        min: 1,
-        max: 128,
-        pinned: None,
-        idle_exit: Duration::from_secs(10),
-    };
-
-    /// A sample where the busy threads are on the CPU `cpu` of their time per thread.
-    fn sample(now: Instant, busy: u16, wait_ms: u64, cpu: f64) -> Sample {
-        Sample {
-            now,
-            fresh: true,
-            io_share: Some(if cpu < 0.5 { 1.0 } else { 0.0 }),
-            since_done: Duration::ZERO,
-            front_full: false,
-            busy,
-            oldest_wait: (wait_ms > 0).then(|| Duration::from_millis(wait_ms)),
-            cpu,
-            host_busy: 0.3,
-            gil_wait: Duration::ZERO,
+impl ChangeLog {
+    /// Adds a decision; returns the lines due now (at most two). `quiet` says whether a
+    /// line was logged too recently to log a same-rule change yet.
+    pub fn push(&mut self, d: Decision, quiet: bool) -> Vec<Decision> {
+        let mut out = Vec::new();
+        match self.pending.take() {
+            Some(mut p) if p.rule == d.rule => {
+                p.to = d.to;
+                p.why = d.why;
+                self.pending = Some(p);
+            }
+            Some(p) => {
+                out.push(p);
+                self.pending = Some(d);
+            }
+            None => self.pending = Some(d),
         }
-    }
-
-    fn warmed(limits: ThreadLimits) -> (Sizing, Instant) {
-        let t0 = Instant::now();
-        let mut s = Sizing::new(limits, t0);
-        assert_eq!(s.target(), 1, "a new worker runs one thread");
-        s.first_request_done(t0);
-        (s, t0)
-    }
-
-    #[test]
-    fn warm_start_holds_one_thread_until_a_request_finishes_or_settle_passes() {
-        let t0 = Instant::now();
-        let mut s = Sizing::new(OPEN, t0);
-        // Requests pile up, threads idle in I/O: still one thread while warm.
-        assert_eq!(
-            s.decide(&sample(t0 + Duration::from_millis(500), 1, 50, 0.01)),
-            None
-        );
-        assert_eq!(s.target(), 1);
-        assert!(
-            s.first_request_done(t0 + Duration::from_secs(1)).is_none(),
-            "min is 1: no change"
-        );
-        let pinned = ThreadLimits {
-            pinned: Some(8),
-            ..OPEN
-        };
-        let mut s = Sizing::new(pinned, t0);
-        let d = s.decide(&sample(t0 + SETTLE, 0, 0, 0.0)).unwrap();
-        assert_eq!((d.from, d.to), (1, 8));
-        assert!(d.why.contains("warm start"));
-    }
-
-    #[test]
-    fn threads_grow_while_requests_wait_on_io_up_to_the_maximum() {
-        let (mut s, t0) = warmed(OPEN);
-        let mut now = t0;
-        let mut steps = 0;
-        while s.target() < OPEN.max {
-            now += GROW_INTERVAL;
-            let busy = s.target();
-            let d = s.decide(&sample(now, busy, 5, 0.2)).expect("grows");
-            assert!(d.to > d.from && d.why.contains("waited"), "{d:?}");
-            steps += 1;
+        if !quiet || !out.is_empty() {
+            out.extend(self.pending.take());
         }
-        assert!(steps <= 13, "reaching 128 took {steps} steps");
-        now += GROW_INTERVAL;
-        assert_eq!(
-            s.decide(&sample(now, 128, 50, 0.2)),
-            None,
-            "never past --max-threads"
-        );
+        out
     }
 
-    #[test]
-    fn no_growth_when_the_gil_or_the_host_is_the_bottleneck() {
-        let (mut s, t0) = warmed(OPEN);
-        let now = t0 + Duration::from_secs(1);
-        assert_eq!(
-            s.decide(&sample(now, 1, 50, 0.8)),
-            None,
-            "GIL busy: more threads do not help"
-        );
-        let mut busy_host = sample(now, 1, 50, 0.3);
-        busy_host.host_busy = 0.95;
-        assert_eq!(s.decide(&busy_host), None, "no CPU left on the host");
-        // Threads waiting for the GIL inside the interpreter look blocked; a process at
-        // most of a core says otherwise.
-        let mut gil_bound = sample(now, 1, 50, 0.3);
-        gil_bound.cpu = 0.9;
-        assert_eq!(s.decide(&gil_bound), None, "the GIL is the bottleneck");
-        assert_eq!(
-            s.decide(&sample(now, 0, 50, 0.1)),
-            None,
-            "a free thread will take it"
-        );
-        let mut stalled = sample(now, 1, 50, 0.9);
-        stalled.since_done = Duration::from_millis(30);
-        assert!(
-            s.decide(&stalled).is_some(),
-            "held by a slow request: a second thread, CPU-bound or not"
-        );
-        let later = now + Duration::from_secs(1);
-        let mut stalled = sample(later, 2, 50, 0.9);
-        stalled.since_done = Duration::from_millis(30);
-        assert_eq!(
-            s.decide(&stalled),
-            None,
-            "two threads already take turns at the GIL"
-        );
-        assert_eq!(
-            s.decide(&sample(now, 1, 1, 0.1)),
-            None,
-            "a short wait is not a queue"
-        );
-        let mut contended = sample(now, 1, 50, 0.3);
-        contended.gil_wait = Duration::from_millis(1);
-        assert_eq!(
-            s.decide(&contended),
-            None,
-            "threads already wait for the GIL"
-        );
-        let mut backpressure = sample(now, 1, 50, 0.1);
-        backpressure.front_full = true;
-        assert_eq!(s.decide(&backpressure), None, "the front is the bottleneck");
-    }
-
-    #[test]
-    fn contention_shrinks_and_the_dead_band_holds_still() {
-        let (mut s, t0) = warmed(OPEN);
-        let mut now = t0;
-        for _ in 0..6 {
-            now += GROW_INTERVAL;
-            let busy = s.target();
-            s.decide(&sample(now, busy, 5, 0.2));
-        }
-        let grown = s.target();
-        assert!(grown >= 8, "{grown}");
-        let mut hot = sample(now + SHRINK_INTERVAL, grown, 0, 0.95);
-        hot.gil_wait = Duration::from_millis(4);
-        let d = s.decide(&hot).expect("shrinks");
-        assert!(d.to < d.from && d.why.contains("GIL"), "{d:?}");
-        // With the GIL wait between 0.5 and 2 ms neither rule acts, whatever waits.
-        let mut band = sample(hot.now + SHRINK_INTERVAL, s.target(), 20, 0.6);
-        band.gil_wait = Duration::from_millis(1);
-        assert_eq!(s.decide(&band), None);
-        let mut stale = sample(band.now + SHRINK_INTERVAL, s.target(), 20, 0.1);
-        stale.fresh = false;
-        assert_eq!(
-            s.decide(&stale),
-            None,
-            "rates over an idle spell are not acted on"
-        );
-    }
-
-    #[test]
-    fn pinned_pools_never_change_after_warm_start() {
-        let pinned = ThreadLimits {
-            pinned: Some(4),
-            ..OPEN
-        };
-        let (mut s, t0) = warmed(pinned);
-        assert_eq!(s.target(), 4);
-        assert_eq!(
-            s.decide(&sample(t0 + Duration::from_secs(5), 4, 100, 0.0)),
-            None
-        );
-        assert_eq!(s.idle_exit(t0 + Duration::from_secs(60)), None);
-    }
-
-    #[test]
-    fn idle_threads_leave_down_to_the_minimum() {
-        let limits = ThreadLimits { min: 2, ..OPEN };
-        let (mut s, t0) = warmed(limits);
-        assert_eq!(s.target(), 2);
-        let mut now = t0;
-        for _ in 0..3 {
-            now += GROW_INTERVAL;
-            let busy = s.target();
-            s.decide(&sample(now, busy, 5, 0.1));
-        }
-        let grown = s.target();
-        let mut left = 0;
-        while s.idle_exit(now).is_some() {
-            left += 1;
-        }
-        assert_eq!(s.target(), 2);
-        assert_eq!(left, grown - 2);
+    /// The pending line, once the rate limit allows it.
+    pub fn flush(&mut self) -> Option<Decision> {
+        self.pending.take()
     }
 }
