@@ -223,6 +223,9 @@ impl Report {
         let quiet = self
             .logged
             .is_some_and(|t| t.elapsed() < Duration::from_secs(1));
+        // A change goes to the front at once (it sizes the worker's request limit by it),
+        // whether or not its log line is due yet.
+        let changed = change.is_some();
         let lines = match change {
             Some(d) => self.log.push(d, quiet),
             None if !quiet => self.log.flush().into_iter().collect(),
@@ -244,7 +247,7 @@ impl Report {
             );
             self.logged = Some(Instant::now());
         }
-        if lines.is_empty() && !(due && snap.busy > 0) {
+        if !(changed || due && snap.busy > 0) {
             return;
         }
         let (rule, reason) = snap

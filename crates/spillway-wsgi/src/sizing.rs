@@ -6,20 +6,27 @@
 //! sees two requests at once). Then, unless `--threads` pins the count, the controller
 //! climbs the curve of throughput against threads, in measured steps:
 //!
-//! * **Measure a level.** At each thread count it measures, over a window of at least
-//!   `WINDOW_MIN` and `MEASURED_MIN` requests *started* at that count, the mean time a
-//!   request holds its thread (S). With T threads all busy, Little's law gives what the
-//!   level can complete: T / S requests per second. Counting only requests started at the
-//!   level keeps the last level's requests out of it, so a handful of them is enough and
-//!   a step costs a few round trips of the application, not seconds.
+//! * **Measure a level.** At each thread count it counts completions per second over a
+//!   window of at least `WINDOW_MIN` and `MEASURED_MIN` completions (`WINDOW_EARLY` for a
+//!   probe that clearly pays: a close call needs more precision), and the mean time a
+//!   request held its thread (S). The window opens once the requests the last change let
+//!   in have had time to finish (the last level's S, at most `SETTLE_MAX`), so what it
+//!   counts is the new level's, and a step costs a few round trips of the application.
+//!   (Counting only requests *started* at the level was tried and is biased: the first of
+//!   them to finish are the quick ones.)
 //! * **Probe up** while requests wait (in the worker, or in the front's queue while every
 //!   worker is full) and every thread is busy: T grows by half (doubling below 16).
 //! * **Keep the step only if it paid**: the new level must complete at least
-//!   `GAIN_MIN` of the gain perfect scaling would give (T'/T). A thread that waits on
-//!   something that scales (a remote database with spare capacity) keeps S flat and passes;
-//!   one that waits on contention (a SQLite file lock, a 5-connection pool, an application
-//!   lock) raises S in proportion and fails: in-flight requests rose, throughput did not,
-//!   so the extra requests were only queueing inside the application. A failed step goes
+//!   `GAIN_MIN` of the gain perfect scaling would give (T'/T), over the best (smoothed)
+//!   throughput measured at T or fewer threads, so one unlucky window at T does not make
+//!   any probe look like a gain; and by twice the noise between windows at one count (an
+//!   application whose throughput swings, as SQLite's under lock contention, needs a gain
+//!   that stands out of its swings). A loss within the noise is no loss for a probe down. A thread that waits on
+//!   something that scales (a remote database with spare capacity) keeps S flat and
+//!   completions rise with the threads; one that waits on contention (a SQLite file lock, a
+//!   5-connection pool, an application lock) raises S in proportion and completions stay:
+//!   by Little's law, more in flight at the same throughput is only queueing inside the
+//!   application. A failed step goes
 //!   back to T and holds there for `HOLD_FIRST`, doubling to `HOLD_MAX` while probes keep
 //!   failing; meanwhile excess requests wait in the front's queue (fair, visible, with
 //!   deadlines and 503 + Retry-After).
@@ -33,8 +40,8 @@
 //!
 //! Fast paths veto growth before any measurement: threads that contend for the GIL
 //! (taking it costs over `GIL_WAIT_GROW_MAX`), a process at `CPU_GROW_MAX` of a core (the
-//! GIL is the bottleneck), a saturated host this worker takes a share of, and a front that does not take responses as
-//! fast as they come. GIL contention past `GIL_WAIT_MAX` with the process busy shrinks the
+//! GIL is the bottleneck), a saturated host this worker takes a share of, and a front that
+//! does not take responses as fast as they come. GIL contention past `GIL_WAIT_MAX` with the process busy shrinks the
 //! pool by an eighth. A request that held every thread for `STALL` while others wait (no
 //! completion to measure) earns one more thread, up to `STALL_MAX`.
 //!
@@ -46,8 +53,9 @@
 //! every `HOLD_MAX`; a probe's result is kept or undone, never compounded; the shrink on
 //! unused threads leaves twice the busy count, so the threads it leaves are never all busy
 //! and do not ask to grow back; the GIL rules have a dead band (grow below 0.5 ms, shrink
-//! above 2 ms). After a change in the load or the application (the level's capacity moves
-//! by over `MOVED`) the hold resets, so a load change is followed within a few seconds.
+//! above 2 ms). After a change in the load or the application (the level's throughput moves
+//! by over `MOVED` from its smoothed value two windows in a row: one is noise) the hold and
+//! the measurements reset, so a load change is followed within a few seconds.
 
 use std::time::{Duration, Instant};
 
@@ -60,10 +68,15 @@ pub(crate) const SETTLE: Duration = Duration::from_secs(2);
 /// Queue wait (all threads busy) that counts as requests waiting.
 pub(crate) const GROW_WAIT: Duration = Duration::from_millis(1);
 /// Shortest measurement of a level.
-const WINDOW_MIN: Duration = Duration::from_millis(100);
+const WINDOW_MIN: Duration = Duration::from_millis(200);
+/// Shortest measurement of a probe that clearly pays (`CLEAR_GAIN` of perfect scaling).
+const WINDOW_EARLY: Duration = Duration::from_millis(50);
+const CLEAR_GAIN: f64 = 0.75;
 /// Completions a level's measurement needs (fewer after `WINDOW_MAX`): enough that one
 /// more or less moves the rate by a few per cent.
-const MEASURED_MIN: u32 = 12;
+const MEASURED_MIN: u32 = 16;
+/// Completions a probe that clearly pays needs.
+const EARLY_MIN: u32 = 8;
 /// Longest wait after a change before completions count for the new level.
 const SETTLE_MAX: Duration = Duration::from_secs(1);
 /// Longest measurement of a level; one with no completion at all is extended.
@@ -75,7 +88,7 @@ const LOSS_MAX: f64 = 0.05;
 /// Hold after the first failed probe at a level; doubles up to `HOLD_MAX`.
 const HOLD_FIRST: Duration = Duration::from_secs(1);
 const HOLD_MAX: Duration = Duration::from_secs(8);
-/// A level's capacity moving by this share means the load or the application changed.
+/// A level's throughput moving by this share means the load or the application changed.
 const MOVED: f64 = 0.3;
 /// Unused threads (nothing waits, at most half busy) this long are let go.
 const UNUSED_FOR: Duration = Duration::from_secs(1);
@@ -208,6 +221,11 @@ struct Window {
     /// Requests finished in the window, and the time they held their threads.
     done: u32,
     service: Duration,
+    /// When (after `since`) the `MEASURED_MIN`th finished: the window runs a quarter
+    /// longer, so it does not end on a completion (which would overstate the rate).
+    full_at: Option<Duration>,
+    /// The same for the `EARLY_MIN`th.
+    early_at: Option<Duration>,
     /// Ticks seen, and how many of them found requests waiting.
     ticks: u32,
     waiting: u32,
@@ -219,6 +237,8 @@ impl Window {
             since,
             done: 0,
             service: Duration::ZERO,
+            full_at: None,
+            early_at: None,
             ticks: 0,
             waiting: 0,
         }
@@ -254,6 +274,15 @@ pub(crate) struct Sizing {
     hold: Duration,
     /// A probe up failed at this level: the next probe goes down.
     plateau: bool,
+    /// Throughput measured at each thread count with requests waiting (smoothed), since
+    /// the load or the application last changed: a probe must beat the best of the counts
+    /// up to where it started, so one unlucky window does not pass for a gain.
+    known: Vec<(u16, f64)>,
+    /// Windows in a row whose throughput moved by over `MOVED` from the known one.
+    moved: u8,
+    /// How far one window's throughput strays from its count's smoothed one (relative,
+    /// smoothed): a gain or a change must stand out of it.
+    noise: f64,
     /// Since when threads went unused, and the most that were busy meanwhile.
     unused: Option<(Instant, f64)>,
     /// The last decision (changes and verdicts), for `/status`.
@@ -275,6 +304,9 @@ impl Sizing {
             hold_until: now,
             hold: HOLD_FIRST,
             plateau: false,
+            known: Vec::new(),
+            moved: 0,
+            noise: 0.0,
             unused: None,
             last: None,
         }
@@ -346,9 +378,16 @@ impl Sizing {
 
     /// A request that started at `started` finished at `now`.
     pub fn done(&mut self, started: Instant, now: Instant) {
-        if now >= self.window.since {
-            self.window.done += 1;
-            self.window.service += now.saturating_duration_since(started);
+        let w = &mut self.window;
+        if now >= w.since {
+            w.done += 1;
+            w.service += now.saturating_duration_since(started);
+            if w.done == MEASURED_MIN {
+                w.full_at = Some(now - w.since);
+            }
+            if w.done == EARLY_MIN {
+                w.early_at = Some(now - w.since);
+            }
         }
     }
 
@@ -394,26 +433,69 @@ impl Sizing {
     fn measured(&mut self, now: Instant) -> Option<Rate> {
         let w = self.window;
         let elapsed = now.saturating_duration_since(w.since);
-        let complete = (elapsed >= WINDOW_MIN && w.done >= MEASURED_MIN)
+        let throughput = f64::from(w.done) / elapsed.as_secs_f64().max(1e-9);
+        // A probe that clearly pays needs less precision than a close call: it is judged
+        // early, so growth on a scalable application costs little time per step.
+        let clear_gain = match self.phase {
+            Phase::Up { from } => {
+                let ideal = f64::from(self.target) / f64::from(from.threads);
+                let clear = (CLEAR_GAIN * (ideal - 1.0)).max(2.0 * self.noise);
+                throughput >= from.throughput * (1.0 + clear)
+            }
+            _ => false,
+        };
+        // A count seen for the first time needs only a first look before a probe up from
+        // it (whose verdict needs a clear gain or a full window): growth from one thread
+        // on a slow application takes seconds, not tens of them.
+        let first_look = self.phase == Phase::Settled && self.best_known(self.target, false) == 0.0;
+        let enough = if first_look { w.early_at } else { w.full_at };
+        let full = enough.is_some_and(|f| elapsed >= f + f / 4);
+        let complete = (elapsed >= WINDOW_MIN && full)
+            || (elapsed >= WINDOW_EARLY && w.done >= EARLY_MIN && clear_gain)
             || (elapsed >= WINDOW_MAX && w.done > 0);
         if !complete {
             return None;
         }
         let rate = Rate {
             threads: self.target,
-            throughput: f64::from(w.done) / elapsed.as_secs_f64(),
+            throughput,
             service: w.service / w.done,
         };
-        if let Some(cur) = self.current.filter(|c| c.threads == rate.threads) {
-            if (rate.throughput / cur.throughput.max(1e-9) - 1.0).abs() > MOVED {
-                // The load or the application changed: probing may pay again.
+        let saturated = w.waiting * 2 >= w.ticks.max(1);
+        let known = self.best_known(rate.threads, false);
+        if saturated && known > 0.0 {
+            // Two windows in a row far from what this count did: the load or the
+            // application changed (one is noise), and probing may pay again.
+            let dev = (rate.throughput / known - 1.0).abs();
+            let moved = dev > MOVED.max(3.0 * self.noise);
+            self.noise = 0.7 * self.noise + 0.3 * dev.min(1.0);
+            self.moved = if moved { self.moved + 1 } else { 0 };
+            if self.moved >= 2 {
+                self.moved = 0;
                 self.hold = HOLD_FIRST;
                 self.plateau = false;
                 self.hold_until = now;
+                self.known.clear();
+            }
+        }
+        if saturated {
+            match self.known.iter_mut().find(|(t, _)| *t == rate.threads) {
+                Some((_, x)) => *x = 0.5 * *x + 0.5 * rate.throughput,
+                None => self.known.push((rate.threads, rate.throughput)),
             }
         }
         self.current = Some(rate);
         Some(rate)
+    }
+
+    /// The best smoothed throughput known at `threads` or fewer (what a probe from there
+    /// must beat), or at exactly `threads`.
+    fn best_known(&self, threads: u16, at_or_below: bool) -> f64 {
+        self.known
+            .iter()
+            .filter(|(t, _)| *t == threads || (at_or_below && *t < threads))
+            .map(|(_, x)| *x)
+            .fold(0.0, f64::max)
     }
 
     fn settled(
@@ -482,9 +564,15 @@ impl Sizing {
         self.phase = Phase::Settled;
         let t = self.target;
         let ideal = f64::from(t) / f64::from(from.threads);
-        let (before, after) = (from.throughput, rate.throughput);
+        let before = if saturated {
+            from.throughput.max(self.best_known(from.threads, true))
+        } else {
+            from.throughput
+        };
+        let after = rate.throughput;
         let gain = after / before.max(1e-9);
-        if gain >= 1.0 + GAIN_MIN * (ideal - 1.0) {
+        // The gain must also stand out of the noise between windows at one count.
+        if gain >= 1.0 + (GAIN_MIN * (ideal - 1.0)).max(2.0 * self.noise) {
             self.hold = HOLD_FIRST;
             self.plateau = false;
             let why = format!(
@@ -502,9 +590,10 @@ impl Sizing {
         self.hold_until = now + hold;
         self.hold = (hold * 2).min(HOLD_MAX);
         let why = format!(
-            "{t} threads added no throughput: {before:.0} -> {after:.0} req/s ({:+.0}%; {:+.0}% if it scaled) while time per request rose {:.1} -> {:.1} ms (the extra requests only queue inside the application); back to {}, next try in {:.0} s",
+            "{t} threads added no throughput: {before:.0} -> {after:.0} req/s ({:+.0}%; {:+.0}% if it scaled, noise ±{:.0}%) while time per request rose {:.1} -> {:.1} ms (the extra requests only queue inside the application); back to {}, next try in {:.0} s",
             (gain - 1.0) * 100.0,
             (ideal - 1.0) * 100.0,
+            self.noise * 100.0,
             ms(from.service),
             ms(rate.service),
             from.threads,
@@ -524,11 +613,16 @@ impl Sizing {
         let hold = self.hold;
         self.hold_until = now + hold;
         self.hold = (hold * 2).min(HOLD_MAX);
-        if rate.throughput >= (1.0 - LOSS_MAX) * from.throughput {
+        // Smoothed over the level's measurements with requests waiting.
+        let before = match self.best_known(from.threads, false) {
+            x if x > 0.0 => x,
+            _ => from.throughput,
+        };
+        // A loss that does not stand out of the noise is no loss: fewer threads then.
+        if rate.throughput >= (1.0 - LOSS_MAX.max(self.noise)) * before {
             let why = format!(
-                "{t} threads complete as much as {}: {:.0} -> {:.0} req/s, {:.1} -> {:.1} ms per request; staying at {t}, next try in {:.0} s",
+                "{t} threads complete as much as {}: {before:.0} -> {:.0} req/s, {:.1} -> {:.1} ms per request; staying at {t}, next try in {:.0} s",
                 from.threads,
-                from.throughput,
                 rate.throughput,
                 ms(from.service),
                 ms(rate.service),
@@ -538,8 +632,7 @@ impl Sizing {
         }
         self.plateau = false;
         let why = format!(
-            "{t} threads lost throughput: {:.0} -> {:.0} req/s; back to {}, next try in {:.0} s",
-            from.throughput,
+            "{t} threads lost throughput: {before:.0} -> {:.0} req/s; back to {}, next try in {:.0} s",
             rate.throughput,
             from.threads,
             hold.as_secs_f64()

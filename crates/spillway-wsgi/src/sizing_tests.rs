@@ -57,6 +57,11 @@ struct Sim {
     /// The target after each tick.
     trace: Vec<(Instant, u16)>,
     decisions: Vec<Decision>,
+    /// The application's speed wanders by up to this share, changing every 50 ms (a
+    /// shared host): `noise` of 0.3 runs it between 0.7x and 1.3x.
+    noise: f64,
+    seed: u64,
+    factor: f64,
 }
 
 const TICK: Duration = Duration::from_millis(5);
@@ -73,18 +78,39 @@ impl Sim {
             last_done: t0,
             trace: Vec::new(),
             decisions: Vec::new(),
+            noise: 0.0,
+            seed: 0x2545_F491_4F6C_DD1D,
+            factor: 1.0,
         }
+    }
+
+    fn noisy(mut self, noise: f64) -> Sim {
+        self.noise = noise;
+        self
+    }
+
+    /// The next pseudo-random number in [0, 1) (xorshift: reproducible runs).
+    fn next_random(&mut self) -> f64 {
+        self.seed ^= self.seed << 13;
+        self.seed ^= self.seed >> 7;
+        self.seed ^= self.seed << 17;
+        (self.seed >> 11) as f64 / (1u64 << 53) as f64
     }
 
     /// Runs `clients` against `shape` for `secs`.
     fn run(&mut self, shape: &Shape, clients: u16, secs: f64) -> &mut Sim {
         let until = self.now + Duration::from_secs_f64(secs);
+        let mut ticks = 0u32;
         while self.now < until {
             self.now += TICK;
+            ticks += 1;
+            if ticks.is_multiple_of(10) {
+                self.factor = 1.0 + self.noise * (2.0 * self.next_random() - 1.0);
+            }
             let t = self.sizing.target();
             let busy = t.min(clients);
             let s = (shape.service)(busy);
-            self.credit += f64::from(busy) * TICK.as_secs_f64() / s.as_secs_f64();
+            self.credit += self.factor * f64::from(busy) * TICK.as_secs_f64() / s.as_secs_f64();
             while self.credit >= 1.0 {
                 self.credit -= 1.0;
                 self.sizing.done(self.now - s, self.now);
@@ -215,6 +241,33 @@ fn a_connection_pool_bound_application_stops_near_its_pool() {
     assert!(sim.max_over(25.0) <= 12, "{}", sim.log());
     let mean = sim.mean_over(20.0);
     assert!((4.0..=9.0).contains(&mean), "mean {mean}\n{}", sim.log());
+}
+
+#[test]
+fn on_a_noisy_host_contention_bound_pools_stay_near_their_knee() {
+    // The speed wanders by ±50 % every 50 ms: one lucky window must not pass for a gain,
+    // nor one unlucky window for a change of the application.
+    let mut sim = Sim::new(OPEN).noisy(0.5);
+    sim.run(&POOL_5, 100, 60.0);
+    let mean = sim.mean_over(50.0);
+    assert!(mean <= 10.0, "mean {mean}\n{}", sim.log());
+    assert!(sim.max_over(50.0) <= 24, "{}", sim.log());
+    let mut sim = Sim::new(OPEN).noisy(0.5);
+    sim.run(&LOCK_2, 100, 60.0);
+    let mean = sim.mean_over(50.0);
+    assert!(mean <= 4.0, "mean {mean}\n{}", sim.log());
+    // A scalable one still climbs, more slowly (each step must stand out of the noise).
+    let mut sim = Sim::new(OPEN).noisy(0.5);
+    sim.run(&SCALABLE_10MS, 100, 20.0);
+    assert!(sim.min_over(5.0) >= 90, "{}", sim.log());
+    let mut sim = Sim::new(OPEN).noisy(0.2);
+    sim.run(&SCALABLE_10MS, 100, 10.0);
+    let at = sim.reached(100, 10.0).unwrap_or(f64::MAX);
+    assert!(
+        at < 4.0,
+        "±20 %: reached 100 threads after {at} s\n{}",
+        sim.log()
+    );
 }
 
 #[test]
