@@ -7,15 +7,18 @@
 //! climbs the curve of throughput against threads, in measured steps:
 //!
 //! * **Measure a level.** At each thread count it counts completions per second over a
-//!   window of at least `WINDOW_MIN` and `MEASURED_MIN` completions (`WINDOW_EARLY` for a
-//!   probe that clearly pays: a close call needs more precision), and the mean time a
+//!   window of at least `WINDOW_MIN`, `WAVES` service times (threads started together
+//!   finish together) and `MEASURED_MIN` completions (`WINDOW_EARLY` for a probe that
+//!   clearly pays: a close call needs more precision), and the mean time a
 //!   request held its thread (S). The window opens once the requests the last change let
 //!   in have had time to finish (the last level's S, at most `SETTLE_MAX`), so what it
 //!   counts is the new level's, and a step costs a few round trips of the application.
 //!   (Counting only requests *started* at the level was tried and is biased: the first of
 //!   them to finish are the quick ones.)
 //! * **Probe up** while requests wait (in the worker, or in the front's queue while every
-//!   worker is full) and every thread is busy: T grows by half (doubling below 16).
+//!   worker is full) and every thread is busy: T grows by half (doubling below 16). A
+//!   step that paid while requests still wait is followed by the next at once, measured
+//!   against the step's own window.
 //! * **Keep the step only if it paid**: the new level must complete at least
 //!   `GAIN_MIN` of the gain perfect scaling would give (T'/T), over the best (smoothed)
 //!   throughput measured at T or fewer threads, so one unlucky window at T does not make
@@ -40,8 +43,10 @@
 //!
 //! Fast paths veto growth before any measurement: threads that contend for the GIL
 //! (taking it costs over `GIL_WAIT_GROW_MAX`), a process at `CPU_GROW_MAX` of a core (the
-//! GIL is the bottleneck), a saturated host this worker takes a share of, and a front that
-//! does not take responses as fast as they come. GIL contention past `GIL_WAIT_MAX` with the process busy shrinks the
+//! GIL is the bottleneck) or a saturated host this worker takes a share of, once the pool
+//! has `CPU_BOUND_POOL` threads (below, a few threads still let the front hand over
+//! batches; the measurement decides), and a front that does not take responses as fast as
+//! they come. GIL contention past `GIL_WAIT_MAX` with the process busy shrinks the
 //! pool by an eighth. A request that held every thread for `STALL` while others wait (no
 //! completion to measure) earns one more thread, up to `STALL_MAX`.
 //!
@@ -59,9 +64,14 @@
 
 use std::time::{Duration, Instant};
 
+mod changelog;
+mod measure;
 #[cfg(test)]
-#[path = "sizing_tests.rs"]
 mod tests;
+
+pub(crate) use changelog::ChangeLog;
+pub(crate) use measure::Rate;
+use measure::{Known, Window};
 
 /// Longest a new worker runs one thread waiting for its first request to finish.
 pub(crate) const SETTLE: Duration = Duration::from_secs(2);
@@ -69,6 +79,8 @@ pub(crate) const SETTLE: Duration = Duration::from_secs(2);
 pub(crate) const GROW_WAIT: Duration = Duration::from_millis(1);
 /// Shortest measurement of a level.
 const WINDOW_MIN: Duration = Duration::from_millis(200);
+/// A window spans at least this many service times (up to `WINDOW_MAX`).
+const WAVES: u32 = 3;
 /// Shortest measurement of a probe that clearly pays (`CLEAR_GAIN` of perfect scaling).
 const WINDOW_EARLY: Duration = Duration::from_millis(50);
 const CLEAR_GAIN: f64 = 0.75;
@@ -85,6 +97,8 @@ const WINDOW_MAX: Duration = Duration::from_secs(2);
 const GAIN_MIN: f64 = 0.2;
 /// Share of the throughput a smaller pool may lose and still be kept.
 const LOSS_MAX: f64 = 0.05;
+/// However noisy the application, a smaller pool that loses more than this is not kept.
+const LOSS_NOISY_MAX: f64 = 0.1;
 /// Hold after the first failed probe at a level; doubles up to `HOLD_MAX`.
 const HOLD_FIRST: Duration = Duration::from_secs(1);
 const HOLD_MAX: Duration = Duration::from_secs(8);
@@ -111,6 +125,8 @@ const CPU_CONTENDED_MIN: f64 = 0.5;
 /// Growth stops once the process uses this much of a core: Python code runs one thread at
 /// a time, so the GIL is then the bottleneck.
 const CPU_GROW_MAX: f64 = 0.75;
+/// Thread counts below this are grown by measurement alone, whatever the CPU.
+const CPU_BOUND_POOL: u16 = 4;
 
 /// The bounds an operator set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -202,49 +218,6 @@ pub(crate) struct Decision {
     pub why: String,
 }
 
-/// What one level (thread count) was measured to do.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) struct Rate {
-    pub threads: u16,
-    /// Requests completed per second over the window.
-    pub throughput: f64,
-    /// Mean time a request held its thread.
-    pub service: Duration,
-}
-
-/// The measurement of the current level under way.
-#[derive(Debug, Clone, Copy)]
-struct Window {
-    /// Completions count from here: after the change, once the requests it let in had
-    /// time to finish (the last level's service time), so the count is the new level's.
-    since: Instant,
-    /// Requests finished in the window, and the time they held their threads.
-    done: u32,
-    service: Duration,
-    /// When (after `since`) the `MEASURED_MIN`th finished: the window runs a quarter
-    /// longer, so it does not end on a completion (which would overstate the rate).
-    full_at: Option<Duration>,
-    /// The same for the `EARLY_MIN`th.
-    early_at: Option<Duration>,
-    /// Ticks seen, and how many of them found requests waiting.
-    ticks: u32,
-    waiting: u32,
-}
-
-impl Window {
-    fn new(since: Instant) -> Window {
-        Window {
-            since,
-            done: 0,
-            service: Duration::ZERO,
-            full_at: None,
-            early_at: None,
-            ticks: 0,
-            waiting: 0,
-        }
-    }
-}
-
 /// What the current level is for.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Phase {
@@ -274,15 +247,7 @@ pub(crate) struct Sizing {
     hold: Duration,
     /// A probe up failed at this level: the next probe goes down.
     plateau: bool,
-    /// Throughput measured at each thread count with requests waiting (smoothed), since
-    /// the load or the application last changed: a probe must beat the best of the counts
-    /// up to where it started, so one unlucky window does not pass for a gain.
-    known: Vec<(u16, f64)>,
-    /// Windows in a row whose throughput moved by over `MOVED` from the known one.
-    moved: u8,
-    /// How far one window's throughput strays from its count's smoothed one (relative,
-    /// smoothed): a gain or a change must stand out of it.
-    noise: f64,
+    known: Known,
     /// Since when threads went unused, and the most that were busy meanwhile.
     unused: Option<(Instant, f64)>,
     /// The last decision (changes and verdicts), for `/status`.
@@ -304,9 +269,7 @@ impl Sizing {
             hold_until: now,
             hold: HOLD_FIRST,
             plateau: false,
-            known: Vec::new(),
-            moved: 0,
-            noise: 0.0,
+            known: Known::default(),
             unused: None,
             last: None,
         }
@@ -378,17 +341,7 @@ impl Sizing {
 
     /// A request that started at `started` finished at `now`.
     pub fn done(&mut self, started: Instant, now: Instant) {
-        let w = &mut self.window;
-        if now >= w.since {
-            w.done += 1;
-            w.service += now.saturating_duration_since(started);
-            if w.done == MEASURED_MIN {
-                w.full_at = Some(now - w.since);
-            }
-            if w.done == EARLY_MIN {
-                w.early_at = Some(now - w.since);
-            }
-        }
+        self.window.done(started, now);
     }
 
     /// Decides on a sample: a change of the target, or a verdict on a probe.
@@ -409,16 +362,26 @@ impl Sizing {
             return Some(d);
         }
         let waiting = s.oldest_wait.is_some_and(|w| w >= GROW_WAIT);
-        self.window.ticks += 1;
-        self.window.waiting += u32::from(waiting);
+        self.window.tick(waiting);
         if let Some(d) = self.stalled(s, waiting) {
             return Some(d);
         }
         let rate = self.measured(s.now)?;
         let busy_avg = rate.throughput * rate.service.as_secs_f64();
-        let mostly_waiting = self.window.waiting * 2 >= self.window.ticks.max(1);
+        let mostly_waiting = self.window.mostly_waiting();
         let d = match self.phase {
-            Phase::Up { from } => Some(self.judge_up(from, rate, mostly_waiting, s.now)),
+            Phase::Up { from } => {
+                let d = self.judge_up(from, rate, mostly_waiting, s.now);
+                if d.rule != Rule::Gain || !mostly_waiting {
+                    return Some(d);
+                }
+                // It paid and requests still wait: climb on from the count just measured.
+                let next = self.settled(rate, s, mostly_waiting, busy_avg);
+                Some(next.map_or(d.clone(), |n| Decision {
+                    why: format!("{}; {}", d.why, n.why),
+                    ..n
+                }))
+            }
             Phase::Down { from } => Some(self.judge_down(from, rate, s.now)),
             Phase::Settled => self.settled(rate, s, mostly_waiting, busy_avg),
         };
@@ -431,71 +394,41 @@ impl Sizing {
 
     /// The current level's measurement, once its window is complete.
     fn measured(&mut self, now: Instant) -> Option<Rate> {
-        let w = self.window;
-        let elapsed = now.saturating_duration_since(w.since);
-        let throughput = f64::from(w.done) / elapsed.as_secs_f64().max(1e-9);
+        let w = &self.window;
         // A probe that clearly pays needs less precision than a close call: it is judged
         // early, so growth on a scalable application costs little time per step.
         let clear_gain = match self.phase {
             Phase::Up { from } => {
                 let ideal = f64::from(self.target) / f64::from(from.threads);
-                let clear = (CLEAR_GAIN * (ideal - 1.0)).max(2.0 * self.noise);
-                throughput >= from.throughput * (1.0 + clear)
+                let clear = (CLEAR_GAIN * (ideal - 1.0)).max(2.0 * self.known.noise());
+                w.throughput(now) >= from.throughput * (1.0 + clear)
             }
             _ => false,
         };
         // A count seen for the first time needs only a first look before a probe up from
         // it (whose verdict needs a clear gain or a full window): growth from one thread
         // on a slow application takes seconds, not tens of them.
-        let first_look = self.phase == Phase::Settled && self.best_known(self.target, false) == 0.0;
-        let enough = if first_look { w.early_at } else { w.full_at };
-        let full = enough.is_some_and(|f| elapsed >= f + f / 4);
-        let complete = (elapsed >= WINDOW_MIN && full)
-            || (elapsed >= WINDOW_EARLY && w.done >= EARLY_MIN && clear_gain)
-            || (elapsed >= WINDOW_MAX && w.done > 0);
+        let first_look = self.phase == Phase::Settled && self.known.best(self.target, false) == 0.0;
+        let elapsed = w.elapsed(now);
+        // Threads started together finish together: over fewer than a few service times,
+        // a window counts whole or missing waves of completions.
+        let service = w.rate(self.target, now).service;
+        let waves = (service * WAVES).min(WINDOW_MAX);
+        let complete = (elapsed >= WINDOW_MIN.max(waves) && w.counted(now, first_look))
+            || (elapsed >= WINDOW_EARLY.max(service) && w.count() >= EARLY_MIN && clear_gain)
+            || (elapsed >= WINDOW_MAX && w.count() > 0);
         if !complete {
             return None;
         }
-        let rate = Rate {
-            threads: self.target,
-            throughput,
-            service: w.service / w.done,
-        };
-        let saturated = w.waiting * 2 >= w.ticks.max(1);
-        let known = self.best_known(rate.threads, false);
-        if saturated && known > 0.0 {
-            // Two windows in a row far from what this count did: the load or the
-            // application changed (one is noise), and probing may pay again.
-            let dev = (rate.throughput / known - 1.0).abs();
-            let moved = dev > MOVED.max(3.0 * self.noise);
-            self.noise = 0.7 * self.noise + 0.3 * dev.min(1.0);
-            self.moved = if moved { self.moved + 1 } else { 0 };
-            if self.moved >= 2 {
-                self.moved = 0;
-                self.hold = HOLD_FIRST;
-                self.plateau = false;
-                self.hold_until = now;
-                self.known.clear();
-            }
-        }
-        if saturated {
-            match self.known.iter_mut().find(|(t, _)| *t == rate.threads) {
-                Some((_, x)) => *x = 0.5 * *x + 0.5 * rate.throughput,
-                None => self.known.push((rate.threads, rate.throughput)),
-            }
+        let rate = w.rate(self.target, now);
+        if w.mostly_waiting() && self.known.record(&rate) {
+            // The load or the application changed: probing may pay again.
+            self.hold = HOLD_FIRST;
+            self.plateau = false;
+            self.hold_until = now;
         }
         self.current = Some(rate);
         Some(rate)
-    }
-
-    /// The best smoothed throughput known at `threads` or fewer (what a probe from there
-    /// must beat), or at exactly `threads`.
-    fn best_known(&self, threads: u16, at_or_below: bool) -> f64 {
-        self.known
-            .iter()
-            .filter(|(t, _)| *t == threads || (at_or_below && *t < threads))
-            .map(|(_, x)| *x)
-            .fold(0.0, f64::max)
     }
 
     fn settled(
@@ -508,7 +441,11 @@ impl Sizing {
         let t = self.target;
         let probe_due = s.now >= self.hold_until;
         if mostly_waiting && probe_due && busy_avg >= 0.75 * f64::from(t) {
-            if self.plateau && t > self.floor() {
+            // At the floor there is nothing below to try: a plateau there is probed up.
+            if self.plateau && t <= self.floor() {
+                self.plateau = false;
+            }
+            if self.plateau {
                 let to = (t - (t / 4).max(1)).max(self.floor());
                 self.phase = Phase::Down { from: rate };
                 let why = format!(
@@ -533,7 +470,7 @@ impl Sizing {
                 return Some(self.set(to, s.now, Rule::ProbeUp, why));
             }
         }
-        if self.window.waiting > 0 || busy_avg * 2.0 > f64::from(t) || t <= self.floor() {
+        if self.window.waited() || busy_avg * 2.0 > f64::from(t) || t <= self.floor() {
             self.unused = None;
             return None;
         }
@@ -565,14 +502,16 @@ impl Sizing {
         let t = self.target;
         let ideal = f64::from(t) / f64::from(from.threads);
         let before = if saturated {
-            from.throughput.max(self.best_known(from.threads, true))
+            from.throughput.max(self.known.best(from.threads, true))
         } else {
             from.throughput
         };
         let after = rate.throughput;
         let gain = after / before.max(1e-9);
-        // The gain must also stand out of the noise between windows at one count.
-        if gain >= 1.0 + (GAIN_MIN * (ideal - 1.0)).max(2.0 * self.noise) {
+        // The gain must also stand out of the noise between windows at one count (but a
+        // step that delivers half of perfect scaling always counts).
+        let noise = (2.0 * self.known.noise()).min(0.5 * (ideal - 1.0));
+        if gain >= 1.0 + (GAIN_MIN * (ideal - 1.0)).max(noise) {
             self.hold = HOLD_FIRST;
             self.plateau = false;
             let why = format!(
@@ -593,7 +532,7 @@ impl Sizing {
             "{t} threads added no throughput: {before:.0} -> {after:.0} req/s ({:+.0}%; {:+.0}% if it scaled, noise ±{:.0}%) while time per request rose {:.1} -> {:.1} ms (the extra requests only queue inside the application); back to {}, next try in {:.0} s",
             (gain - 1.0) * 100.0,
             (ideal - 1.0) * 100.0,
-            self.noise * 100.0,
+            self.known.noise() * 100.0,
             ms(from.service),
             ms(rate.service),
             from.threads,
@@ -614,12 +553,13 @@ impl Sizing {
         self.hold_until = now + hold;
         self.hold = (hold * 2).min(HOLD_MAX);
         // Smoothed over the level's measurements with requests waiting.
-        let before = match self.best_known(from.threads, false) {
+        let before = match self.known.best(from.threads, false) {
             x if x > 0.0 => x,
             _ => from.throughput,
         };
         // A loss that does not stand out of the noise is no loss: fewer threads then.
-        if rate.throughput >= (1.0 - LOSS_MAX.max(self.noise)) * before {
+        if rate.throughput >= (1.0 - LOSS_MAX.max(self.known.noise()).min(LOSS_NOISY_MAX)) * before
+        {
             let why = format!(
                 "{t} threads complete as much as {}: {before:.0} -> {:.0} req/s, {:.1} -> {:.1} ms per request; staying at {t}, next try in {:.0} s",
                 from.threads,
@@ -657,13 +597,17 @@ impl Sizing {
                 ms(s.gil_wait)
             ));
         }
-        if s.cpu >= CPU_GROW_MAX {
+        // Below a few threads, CPU is no veto: the measurement decides (a few threads let
+        // the front hand a busy worker its requests in batches, and short requests take
+        // turns at the GIL with long ones); past them the GIL or the host is the limit.
+        let few = self.target < CPU_BOUND_POOL;
+        if s.cpu >= CPU_GROW_MAX && !few {
             return Some(format!(
                 "the process uses {:.0}% of a core: the GIL is the bottleneck",
                 s.cpu * 100.0
             ));
         }
-        if s.host_busy >= HOST_BUSY_MAX && s.cpu >= CPU_HOST_SHARE_MIN {
+        if s.host_busy >= HOST_BUSY_MAX && s.cpu >= CPU_HOST_SHARE_MIN && !few {
             return Some(format!(
                 "the host is {:.0}% busy and this worker uses {:.0}% of a core",
                 s.host_busy * 100.0,
@@ -760,41 +704,4 @@ fn describe(r: &Rate) -> String {
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
-}
-
-/// Changes waiting to be logged: consecutive changes by the same rule are logged as one
-/// (growth can take several steps a second), a change by another rule first logs what
-/// was pending, so a line never names a rule that did not make its change.
-#[derive(Debug, Default)]
-pub(crate) struct ChangeLog {
-    pending: Option<Decision>,
-}
-
-impl ChangeLog {
-    /// Adds a decision; returns the lines due now (at most two). `quiet` says whether a
-    /// line was logged too recently to log a same-rule change yet.
-    pub fn push(&mut self, d: Decision, quiet: bool) -> Vec<Decision> {
-        let mut out = Vec::new();
-        match self.pending.take() {
-            Some(mut p) if p.rule == d.rule => {
-                p.to = d.to;
-                p.why = d.why;
-                self.pending = Some(p);
-            }
-            Some(p) => {
-                out.push(p);
-                self.pending = Some(d);
-            }
-            None => self.pending = Some(d),
-        }
-        if !quiet || !out.is_empty() {
-            out.extend(self.pending.take());
-        }
-        out
-    }
-
-    /// The pending line, once the rate limit allows it.
-    pub fn flush(&mut self) -> Option<Decision> {
-        self.pending.take()
-    }
 }
