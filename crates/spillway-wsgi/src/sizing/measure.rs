@@ -74,11 +74,6 @@ impl Window {
         self.waiting * 2 >= self.ticks.max(1)
     }
 
-    /// Whether any request waited at a tick.
-    pub fn waited(&self) -> bool {
-        self.waiting > 0
-    }
-
     /// Completions per second so far.
     pub fn throughput(&self, now: Instant) -> f64 {
         let elapsed = now.saturating_duration_since(self.since);

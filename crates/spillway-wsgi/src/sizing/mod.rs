@@ -470,7 +470,8 @@ impl Sizing {
                 return Some(self.set(to, s.now, Rule::ProbeUp, why));
             }
         }
-        if self.window.waited() || busy_avg * 2.0 > f64::from(t) || t <= self.floor() {
+        // (Sporadic waits, a thread slow to wake up behind the GIL, do not count.)
+        if self.window.mostly_waiting() || busy_avg * 2.0 > f64::from(t) || t <= self.floor() {
             self.unused = None;
             return None;
         }
