@@ -101,7 +101,8 @@ const LOSS_MAX: f64 = 0.05;
 const LOSS_NOISY_MAX: f64 = 0.1;
 /// Hold after the first failed probe at a level; doubles up to `HOLD_MAX`.
 const HOLD_FIRST: Duration = Duration::from_secs(1);
-const HOLD_MAX: Duration = Duration::from_secs(8);
+/// At most this long between probes: a load change is followed within a few seconds.
+const HOLD_MAX: Duration = Duration::from_secs(4);
 /// A level's throughput moving by this share means the load or the application changed.
 const MOVED: f64 = 0.3;
 /// Unused threads (nothing waits, at most half busy) this long are let go.
@@ -525,10 +526,14 @@ impl Sizing {
             );
             return self.set(t, now, Rule::Gain, why);
         }
-        self.plateau = true;
+        // A verdict on a window where the queue emptied (demand met, or the load left) says
+        // nothing of the curve: no plateau, and the hold does not grow.
+        self.plateau = saturated;
         let hold = self.hold;
         self.hold_until = now + hold;
-        self.hold = (hold * 2).min(HOLD_MAX);
+        if saturated {
+            self.hold = (hold * 2).min(HOLD_MAX);
+        }
         let why = format!(
             "{t} threads added no throughput: {before:.0} -> {after:.0} req/s ({:+.0}%; {:+.0}% if it scaled, noise ±{:.0}%) while time per request rose {:.1} -> {:.1} ms (the extra requests only queue inside the application); back to {}, next try in {:.0} s",
             (gain - 1.0) * 100.0,
