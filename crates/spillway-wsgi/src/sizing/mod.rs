@@ -95,6 +95,10 @@ const SETTLE_MAX: Duration = Duration::from_secs(1);
 const WINDOW_MAX: Duration = Duration::from_secs(2);
 /// Share of the perfect-scaling gain a step must deliver to be kept.
 const GAIN_MIN: f64 = 0.2;
+/// A step whose time per request rose by less than this share of what queueing inside the
+/// application would add (T'/T - 1) is kept while requests wait, whatever the noise in
+/// throughput: by Little's law its extra threads then carry requests, not a queue.
+const SERVICE_RISE_MAX: f64 = 0.25;
 /// Share of the throughput a smaller pool may lose and still be kept.
 const LOSS_MAX: f64 = 0.05;
 /// However noisy the application, a smaller pool that loses more than this is not kept.
@@ -513,7 +517,16 @@ impl Sizing {
         // The gain must also stand out of the noise between windows at one count (but a
         // step that delivers half of perfect scaling always counts).
         let noise = (2.0 * self.known.noise()).min(0.5 * (ideal - 1.0));
-        if gain >= 1.0 + (GAIN_MIN * (ideal - 1.0)).max(noise) {
+        let clear = gain >= 1.0 + (GAIN_MIN * (ideal - 1.0)).max(noise);
+        // An application whose requests are of very different lengths (fast ones beside
+        // slow ones) has throughput too noisy for a step to stand out; its time per request
+        // tells: it stays flat when the extra threads serve requests, and rises in
+        // proportion when they only queue for a lock, a connection or the GIL.
+        let flat = saturated
+            && gain >= 1.0
+            && rate.service.as_secs_f64()
+                <= from.service.as_secs_f64() * (1.0 + SERVICE_RISE_MAX * (ideal - 1.0));
+        if clear || flat {
             self.hold = HOLD_FIRST;
             self.plateau = false;
             let why = format!(
