@@ -4,7 +4,7 @@
 use bytes::{Buf, Bytes, BytesMut};
 
 use crate::frame::{
-    BodyKind, Frame, Kind, Protocol, RequestHead, ResponseHead, Scheme, WorkerStats,
+    BodyKind, Frame, Kind, LevelStats, Protocol, RequestHead, ResponseHead, Scheme, WorkerStats,
 };
 use crate::{HELLO_MAGIC, MAX_FRAME_LEN};
 
@@ -187,6 +187,9 @@ fn decode_frame(mut frame: Bytes) -> Result<Frame, FrameError> {
             gil_wait_ns: p.u64()?,
             gil_takes: p.u64()?,
             reason: p.bytes16()?,
+            rule: p.bytes16()?,
+            current: level(&mut p)?,
+            previous: level(&mut p)?,
         })),
         Kind::RequestEnd => Frame::RequestEnd { stream },
         Kind::Cancel => Frame::Cancel { stream },
@@ -230,6 +233,14 @@ fn decode_frame(mut frame: Bytes) -> Result<Frame, FrameError> {
 }
 
 /// The payload of a `RequestHead` frame.
+fn level(p: &mut Payload) -> Result<LevelStats, FrameError> {
+    Ok(LevelStats {
+        threads: p.u16()?,
+        throughput_milli: p.u64()?,
+        service_us: p.u64()?,
+    })
+}
+
 fn request_head(p: &mut Payload) -> Result<RequestHead, FrameError> {
     let protocol = match p.u8()? {
         0 => Protocol::Http10,
@@ -320,6 +331,17 @@ mod tests {
                 gil_wait_ns: 42,
                 gil_takes: 7,
                 reason: b("requests waited 3 ms with every thread busy"),
+                rule: b("probe-up"),
+                current: LevelStats {
+                    threads: 12,
+                    throughput_milli: 1_180_500,
+                    service_us: 10_150,
+                },
+                previous: LevelStats {
+                    threads: 8,
+                    throughput_milli: 790_000,
+                    service_us: 10_100,
+                },
             })),
             Frame::RequestHead {
                 stream: 7,

@@ -56,6 +56,12 @@ impl Frame {
                     dst.put_u64_le(v);
                 }
                 put_bytes16(dst, &st.reason)?;
+                put_bytes16(dst, &st.rule)?;
+                for l in [st.current, st.previous] {
+                    dst.put_u16_le(l.threads);
+                    dst.put_u64_le(l.throughput_milli);
+                    dst.put_u64_le(l.service_us);
+                }
             }
             Frame::Shutdown
             | Frame::RequestEnd { .. }

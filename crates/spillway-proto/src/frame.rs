@@ -179,6 +179,23 @@ pub struct WorkerStats {
     pub gil_takes: u64,
     /// Why the thread count last changed, in an operator's words (empty: unchanged).
     pub reason: Bytes,
+    /// The sizing rule that made the last decision (empty: none yet).
+    pub rule: Bytes,
+    /// What the current thread count was measured to do (threads 0: not yet measured).
+    pub current: LevelStats,
+    /// What the thread count before it was measured to do.
+    pub previous: LevelStats,
+}
+
+/// What one thread count of a worker was measured to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LevelStats {
+    /// The thread count (0: no measurement).
+    pub threads: u16,
+    /// Requests completed per second, in thousandths.
+    pub throughput_milli: u64,
+    /// Mean time a request held its thread, in microseconds.
+    pub service_us: u64,
 }
 
 /// One decoded frame.

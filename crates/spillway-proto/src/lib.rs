@@ -25,10 +25,12 @@ mod frame;
 pub use credit::{CreditError, RecvWindow, SendWindow, MAX_WINDOW};
 pub use decode::{decode, FrameError};
 pub use encode::{encode_body, EncodeError};
-pub use frame::{BodyKind, Frame, Kind, Protocol, RequestHead, ResponseHead, Scheme, WorkerStats};
+pub use frame::{
+    BodyKind, Frame, Kind, LevelStats, Protocol, RequestHead, ResponseHead, Scheme, WorkerStats,
+};
 
 /// Version of this protocol; a front refuses a worker that speaks another one.
-pub const PROTOCOL_VERSION: u16 = 3;
+pub const PROTOCOL_VERSION: u16 = 4;
 
 /// Magic bytes at the start of the `Hello` payload, to catch a stray process on the socket.
 pub const HELLO_MAGIC: &[u8; 4] = b"SPWY";

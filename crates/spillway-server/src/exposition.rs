@@ -250,6 +250,30 @@ fn encode_workers(e: &mut DescriptorEncoder, state: &ServerState) -> Result<(), 
     )?;
     each(
         e,
+        "worker_level_throughput",
+        "Requests per second each self-sizing worker measured at its current thread count (0: not measured yet)",
+        None,
+        MetricType::Gauge,
+        &|i| rows[i].1.current.throughput_milli as f64 / 1e3,
+    )?;
+    each(
+        e,
+        "worker_previous_level_throughput",
+        "Requests per second each self-sizing worker measured at its previous thread count",
+        None,
+        MetricType::Gauge,
+        &|i| rows[i].1.previous.throughput_milli as f64 / 1e3,
+    )?;
+    each(
+        e,
+        "worker_previous_level_threads",
+        "The thread count each self-sizing worker had before its last change (0: none)",
+        None,
+        MetricType::Gauge,
+        &|i| rows[i].1.previous.threads as f64,
+    )?;
+    each(
+        e,
         "worker_busy_threads",
         "Requests each worker is serving now",
         None,

@@ -66,6 +66,7 @@ impl ServerState {
                     "threads": stats.threads,
                     "threads_target": stats.target,
                     "threads_last_change": reason,
+                    "sizing": sizing_json(&stats, &reason),
                     "queued_in_worker": stats.queued,
                     "request_limit": limit,
                     "cpu_seconds": stats.cpu_ns as f64 / 1e9,
@@ -115,4 +116,25 @@ impl ServerState {
             "listeners": listeners,
         })
     }
+}
+
+/// A worker's sizing as `/status` shows it: the rule and reason of its last decision, and
+/// what its current and previous thread counts were measured to do.
+fn sizing_json(stats: &spillway_proto::WorkerStats, reason: &str) -> serde_json::Value {
+    let level = |l: &spillway_proto::LevelStats| {
+        (l.threads > 0).then(|| {
+            serde_json::json!({
+                "threads": l.threads,
+                "requests_per_second": l.throughput_milli as f64 / 1e3,
+                "ms_per_request": l.service_us as f64 / 1e3,
+            })
+        })
+    };
+    serde_json::json!({
+        "threads_target": stats.target,
+        "rule": String::from_utf8_lossy(&stats.rule),
+        "reason": reason,
+        "current_level": level(&stats.current),
+        "previous_level": level(&stats.previous),
+    })
 }

@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use spillway_proto::{Frame, WorkerStats, PROTOCOL_VERSION};
+use spillway_proto::{Frame, LevelStats, WorkerStats, PROTOCOL_VERSION};
 
 use conn::Job;
 use conn::{Link, ReadEnd};
@@ -180,7 +180,7 @@ fn read_until_end(ctx: &Arc<Ctx>, reader: &mut UnixStream) -> Result<ReadEnd, Wo
             return Ok(end);
         }
         let front_full = ctx.link.was_full(Duration::from_millis(100));
-        let spawn = ctx.pool.tick(front_full, |counts| meter.sample(counts));
+        let spawn = ctx.pool.tick(front_full, || meter.sample());
         spawn_threads(ctx, spawn)?;
         report.send(ctx);
     }
@@ -210,8 +210,8 @@ fn spawn_threads(ctx: &Arc<Ctx>, n: u16) -> std::io::Result<()> {
 struct Report {
     sent: Option<Instant>,
     logged: Option<Instant>,
-    /// A change not yet logged (logging is at most once a second per worker).
-    unlogged: Option<(u16, u16, String)>,
+    /// Changes not yet logged (logging is at most once a second per worker and rule).
+    log: sizing::ChangeLog,
 }
 
 impl Report {
@@ -220,32 +220,49 @@ impl Report {
         let due = self
             .sent
             .is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
-        if change.is_none() && !(due && snap.busy > 0) {
+        let quiet = self
+            .logged
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(1));
+        // A change goes to the front at once (it sizes the worker's request limit by it),
+        // whether or not its log line is due yet.
+        let changed = change.is_some();
+        let lines = match change {
+            Some(d) => self.log.push(d, quiet),
+            None if !quiet => self.log.flush().into_iter().collect(),
+            None => Vec::new(),
+        };
+        for d in &lines {
+            tracing::info!(
+                worker = ctx.pid,
+                threads_from = d.from,
+                threads_to = d.to,
+                rule = d.rule.name(),
+                busy = snap.busy,
+                queued = snap.queued,
+                "threads {} -> {} [{}]: {}",
+                d.from,
+                d.to,
+                d.rule.name(),
+                d.why
+            );
+            self.logged = Some(Instant::now());
+        }
+        if !(changed || due && snap.busy > 0) {
             return;
         }
-        let reason = change.as_ref().map(|d| d.why.clone()).unwrap_or_default();
-        if let Some(d) = change {
-            let from = self.unlogged.take().map_or(d.from, |(from, _, _)| from);
-            self.unlogged = Some((from, d.to, d.why));
-        }
-        if let Some((from, to, why)) = self.unlogged.take() {
-            if self
-                .logged
-                .is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
-            {
-                tracing::info!(
-                    worker = ctx.pid,
-                    threads_from = from,
-                    threads_to = to,
-                    busy = snap.busy,
-                    queued = snap.queued,
-                    "threads {from} -> {to}: {why}"
-                );
-                self.logged = Some(Instant::now());
-            } else {
-                self.unlogged = Some((from, to, why));
-            }
-        }
+        let (rule, reason) = snap
+            .last
+            .as_ref()
+            .map(|d| (d.rule.name(), d.why.clone()))
+            .unwrap_or_default();
+        let level = |r: Option<sizing::Rate>| {
+            r.map(|r| LevelStats {
+                threads: r.threads,
+                throughput_milli: (r.throughput * 1e3) as u64,
+                service_us: r.service.as_micros().min(u128::from(u64::MAX)) as u64,
+            })
+            .unwrap_or_default()
+        };
         let (gil_wait_ns, gil_takes) = gil::totals();
         ctx.link.send(&Frame::Stats(Box::new(WorkerStats {
             threads: snap.threads,
@@ -257,6 +274,9 @@ impl Report {
             gil_wait_ns,
             gil_takes,
             reason: Bytes::from(reason),
+            rule: Bytes::from_static(rule.as_bytes()),
+            current: level(snap.levels.0),
+            previous: level(snap.levels.1),
         })));
         self.sent = Some(Instant::now());
     }
@@ -271,13 +291,8 @@ pub(crate) fn traceback(py: Python<'_>, format_exception: &Bound<'_, PyAny>, e: 
         .unwrap_or_else(|_| e.to_string())
 }
 
-/// One request in this many is timed (wall and thread CPU) to tell I/O-bound requests
-/// from CPU-bound ones; the thread CPU clock is a system call.
-const MEASURE_EVERY: u32 = 4;
-
 fn python_thread(ctx: &Arc<Ctx>) {
     let wanted = Instant::now();
-    let mut n: u32 = 0;
     Python::attach(|py| {
         gil::taken(wanted);
         loop {
@@ -290,16 +305,10 @@ fn python_thread(ctx: &Arc<Ctx>) {
                     pool::Next::Exit => break,
                 },
             };
-            n = n.wrapping_add(1);
-            let timed = n
-                .is_multiple_of(MEASURE_EVERY)
-                .then(|| (Instant::now(), meter::thread_cpu_ns()));
+            // Every request's service time feeds the sizing (one clock read each way).
+            let started = Instant::now();
             response::serve(py, ctx, job);
-            let measured = timed.map(|(t, c)| {
-                let cpu = meter::thread_cpu_ns().saturating_sub(c);
-                (t.elapsed(), Duration::from_nanos(cpu))
-            });
-            let spawn = ctx.pool.done(measured);
+            let spawn = ctx.pool.done(started);
             if spawn > 0 {
                 if let Err(e) = spawn_threads(ctx, spawn) {
                     tracing::error!(worker = ctx.pid, error = %e, "could not start a Python thread");

@@ -1,6 +1,7 @@
 //! What the sizing steers by that only the operating system knows: the CPU time of this
 //! process (how much of a core the GIL-holding threads use) and how busy the whole host
-//! is, as rates over the last window, plus the average wait to take the GIL.
+//! is, as rates over the last window, plus the average wait to take the GIL. (What the
+//! threads complete is measured by the pool itself, per request.)
 
 use std::time::{Duration, Instant};
 
@@ -18,9 +19,6 @@ pub(crate) struct Measured {
     pub host_busy: f64,
     /// Average wait to take the GIL.
     pub gil_wait: Duration,
-    /// Share of the requests finished in the window that spent most of their time off
-    /// the CPU (blocked in I/O or sleeps); `None` if none was measured.
-    pub io_share: Option<f64>,
     /// The window was recent and short enough to act on.
     pub fresh: bool,
 }
@@ -29,7 +27,6 @@ pub(crate) struct Measured {
 pub(crate) struct Meter {
     at: Instant,
     cpu_ns: u64,
-    counts: (u64, u64),
     host: Option<(u64, u64)>,
     gil: (u64, u64),
     last: Measured,
@@ -41,16 +38,14 @@ impl Meter {
         Meter {
             at: Instant::now(),
             cpu_ns: process_cpu_ns(),
-            counts: (0, 0),
             host: host_times(),
             gil: crate::gil::totals(),
             last: Measured::default(),
         }
     }
 
-    /// The rates since the last call; `counts` are the pool's measured and I/O-bound
-    /// finished requests so far.
-    pub fn sample(&mut self, counts: (u64, u64)) -> Measured {
+    /// The rates since the last call.
+    pub fn sample(&mut self) -> Measured {
         let elapsed = self.at.elapsed();
         if elapsed < MIN_WINDOW {
             return self.last;
@@ -60,9 +55,6 @@ impl Meter {
         let cpu = cpu_delta as f64 / elapsed.as_nanos() as f64;
         let gil = crate::gil::totals();
         let gil_delta = gil.0.saturating_sub(self.gil.0);
-        let sampled = counts.0.saturating_sub(self.counts.0);
-        let io_share =
-            (sampled > 0).then(|| counts.1.saturating_sub(self.counts.1) as f64 / sampled as f64);
         let host = host_times();
         let host_busy = match (self.host, host) {
             (Some((b0, t0)), Some((b1, t1))) if t1 > t0 => (b1 - b0) as f64 / (t1 - t0) as f64,
@@ -74,24 +66,17 @@ impl Meter {
             cpu,
             host_busy,
             gil_wait,
-            io_share,
             fresh: elapsed <= MAX_WINDOW,
         };
         *self = Meter {
             at: Instant::now(),
             cpu_ns,
-            counts,
             host,
             gil,
             last,
         };
         last
     }
-}
-
-/// CPU time of the calling thread, in nanoseconds.
-pub(crate) fn thread_cpu_ns() -> u64 {
-    cpu_clock(libc::CLOCK_THREAD_CPUTIME_ID)
 }
 
 fn cpu_clock(clock: libc::clockid_t) -> u64 {
@@ -156,10 +141,9 @@ mod tests {
             x = x.wrapping_mul(31).wrapping_add(7);
         }
         std::hint::black_box(x);
-        let m = m.sample((4, 1));
+        let m = m.sample();
         assert!(m.fresh);
         assert!(m.cpu > 0.5, "{m:?}");
-        assert_eq!(m.io_share, Some(0.25));
         assert!((0.0..=1.0).contains(&m.host_busy), "{m:?}");
     }
 }

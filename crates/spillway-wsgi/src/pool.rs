@@ -10,7 +10,7 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::meter::Measured;
-use crate::sizing::{Decision, Sample, Sizing, ThreadLimits, GROW_WAIT};
+use crate::sizing::{Decision, Rate, Sample, Sizing, ThreadLimits, GROW_WAIT};
 
 /// What a thread looking for work gets.
 pub(crate) enum Next<J> {
@@ -26,10 +26,6 @@ struct State<J> {
     threads: u16,
     /// Threads serving a request.
     busy: u16,
-    /// Finished requests whose time was measured, and how many of them spent most of it
-    /// off the CPU (blocked in I/O or sleeps): would another thread run, or wait?
-    sampled: u64,
-    io_bound: u64,
     /// When a request last finished: nothing finishing while requests wait means every
     /// thread is held by a slow one.
     last_done: Instant,
@@ -53,13 +49,17 @@ pub(crate) struct Pool<J> {
 }
 
 /// What the pool looks like now, for the front.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Snapshot {
     pub threads: u16,
     pub target: u16,
     pub busy: u16,
     pub queued: u16,
     pub requests: u64,
+    /// What the current and the previous thread counts were measured to do.
+    pub levels: (Option<Rate>, Option<Rate>),
+    /// The sizing's last decision (a change, or a verdict that kept the count).
+    pub last: Option<Decision>,
 }
 
 impl<J> Pool<J> {
@@ -70,8 +70,6 @@ impl<J> Pool<J> {
                 jobs: VecDeque::new(),
                 threads: 0,
                 busy: 0,
-                sampled: 0,
-                io_bound: 0,
                 last_done: now,
                 idle: 0,
                 sizing: Sizing::new(limits, now),
@@ -154,20 +152,15 @@ impl<J> Pool<J> {
         }
     }
 
-    /// A request finished, taking `wall` of which `cpu` on the CPU (when measured);
-    /// returns how many threads to start (warm start may just have ended).
-    pub fn done(&self, measured: Option<(Duration, Duration)>) -> u16 {
+    /// A request that a thread took at `started` finished; returns how many threads to
+    /// start (warm start may just have ended).
+    pub fn done(&self, started: Instant) -> u16 {
         self.requests.fetch_add(1, Ordering::Relaxed);
         let now = Instant::now();
         let mut st = self.lock();
         st.busy -= 1;
         st.last_done = now;
-        if let Some((wall, cpu)) = measured {
-            st.sampled += 1;
-            if cpu * 2 < wall {
-                st.io_bound += 1;
-            }
-        }
+        st.sizing.done(started, now);
         match st.sizing.first_request_done(now) {
             Some(d) => self.apply(&mut st, d),
             None => 0,
@@ -186,6 +179,10 @@ impl<J> Pool<J> {
     }
 
     fn apply(&self, st: &mut State<J>, d: Decision) -> u16 {
+        if d.to == d.from {
+            // A verdict that keeps the count: shown in /status, not logged.
+            return 0;
+        }
         let spawn = d.to.saturating_sub(st.threads);
         if d.to < st.threads {
             // Sleepers look again and the extra ones leave; busy ones leave when done.
@@ -201,31 +198,24 @@ impl<J> Pool<J> {
     }
 
     /// Measures, decides, and returns how many threads to start.
-    pub fn tick(&self, front_full: bool, measure: impl FnOnce((u64, u64)) -> Measured) -> u16 {
+    pub fn tick(&self, front_full: bool, measure: impl FnOnce() -> Measured) -> u16 {
         let now = Instant::now();
-        let (busy, oldest_wait, counts, since_done) = {
+        let (busy, oldest_wait, since_done) = {
             let st = self.lock();
             // A request waits here, or in the front (sent to no worker: all are full).
             let here = st.jobs.front().map(|(_, t)| now.duration_since(*t));
             let there = st.backlog_since.map(|t| now.duration_since(t));
-            (
-                st.busy,
-                here.max(there),
-                (st.sampled, st.io_bound),
-                now.duration_since(st.last_done),
-            )
+            (st.busy, here.max(there), now.duration_since(st.last_done))
         };
         let Measured {
             cpu,
             host_busy,
             gil_wait,
-            io_share,
             fresh,
-        } = measure(counts);
+        } = measure();
         let sample = Sample {
             now,
             fresh,
-            io_share,
             since_done,
             front_full,
             busy,
@@ -272,6 +262,8 @@ impl<J> Pool<J> {
             busy: st.busy,
             queued: st.jobs.len().min(u16::MAX as usize) as u16,
             requests: self.requests.load(Ordering::Relaxed),
+            levels: st.sizing.levels(),
+            last: st.sizing.last().cloned(),
         };
         (snap, st.changed.take())
     }

@@ -115,8 +115,8 @@ pub struct ServeArgs {
           value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub min_threads: u16,
 
-    /// Most Python threads a self-sizing worker grows to while requests wait and its
-    /// threads are blocked outside the GIL (in I/O). Enough for 200 clients of an API that
+    /// Most Python threads a self-sizing worker grows to while requests wait and more
+    /// threads are measured to complete more requests. Enough for 200 clients of an API that
     /// waits on its database, across two workers; an idle thread costs ~0.1 MiB. If every
     /// thread of your application holds its own database connection, keep
     /// workers × max-threads within the database's connection limit.

@@ -1,6 +1,8 @@
-//! Threads that size themselves: a worker grows its pool while requests wait on I/O and
-//! shrinks it when idle; `--threads N` pins it; a new worker serves its first request
-//! alone (warm start), so lazy, thread-unsafe initialisation never sees concurrency.
+//! Threads that size themselves: a worker grows its pool while more threads measurably
+//! complete more requests, holds it where they would only queue inside the application
+//! (requests wait in the front instead), and shrinks it when idle; `--threads N` pins it; a
+//! new worker serves its first request alone (warm start), so lazy, thread-unsafe
+//! initialisation never sees concurrency.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -24,6 +26,27 @@ fn burst(addr: SocketAddr, path: &str, n: usize) -> Vec<u16> {
         })
         .collect();
     handles.into_iter().map(|h| h.join().unwrap_or(0)).collect()
+}
+
+/// `n` clients sending GETs of `/` one after another for `d` (at most 500 each); the
+/// statuses.
+fn keep_busy(addr: SocketAddr, n: usize, d: Duration) -> Vec<u16> {
+    let until = Instant::now() + d;
+    let handles: Vec<_> = (0..n)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut got = Vec::new();
+                while Instant::now() < until && got.len() < 500 {
+                    got.push(try_get(addr, "/").map_or(0, |r| r.status));
+                }
+                got
+            })
+        })
+        .collect();
+    handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap_or_default())
+        .collect()
 }
 
 #[test]
@@ -52,7 +75,21 @@ fn threads_grow_while_requests_wait_on_io_and_shrink_when_idle() {
         started.elapsed()
     );
     assert!(srv.stderr_contains("threads 1 -> "), "{}", srv.report());
-    assert!(srv.stderr_contains("blocked outside the GIL"));
+    assert!(srv.stderr_contains("[probe-up]"), "{}", srv.report());
+    let st = status(admin);
+    let w = &st.get("workers").arr()[0];
+    let sizing = w.get("sizing");
+    let measured = |level: &str| {
+        sizing
+            .get(level)
+            .get("requests_per_second")
+            .num()
+            .is_some_and(|r| r > 0.0)
+    };
+    assert!(
+        measured("current_level") || measured("previous_level"),
+        "the levels measured are shown: {w}"
+    );
     // Idle, the threads leave again, down to --min-threads.
     assert!(
         eventually(WAIT, || threads(admin) == 1),
@@ -135,4 +172,57 @@ fn warm_start_serialises_the_first_request_of_a_self_sizing_worker() {
     first_requests_all_succeed(srv.addr());
     let c = get_ok(srv.addr(), "/concurrency").json();
     assert_eq!(c.get("entered_while_building").u64(), 0, "{c}");
+}
+
+#[test]
+fn a_lock_bound_application_keeps_a_small_pool_and_requests_wait_in_the_front() {
+    // A semaphore of 2 around 50 ms: past 2 threads, more only queue on the semaphore.
+    let srv = Spillway::new("apps/locked.py:app")
+        .env("LOCK_WIDTH", "2")
+        .env("LOCK_MS", "50")
+        .with_admin()
+        .start();
+    let admin = srv.admin();
+    get_ok(srv.addr(), "/");
+    let mut peak = 0;
+    let mut front_max = 0;
+    let mut worker_max = 0;
+    // 40 clients for 8 s (the semaphore serves 40 requests/s), then in waves of 40.
+    let clients = std::thread::spawn({
+        let addr = srv.addr();
+        move || keep_busy(addr, 40, Duration::from_secs(8))
+    });
+    while !clients.is_finished() {
+        let st = status(admin);
+        let w = &st.get("workers").arr()[0];
+        peak = peak.max(w.get("threads").u64());
+        front_max = front_max.max(st.get("queue").get("length").u64());
+        worker_max = worker_max.max(w.get("queued_in_worker").u64());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let statuses = clients.join().unwrap_or_default();
+    assert!(statuses.iter().all(|&s| s == 200), "{statuses:?}");
+    for _ in 0..3 {
+        let statuses = burst(srv.addr(), "/", 40);
+        assert!(statuses.iter().all(|&s| s == 200), "{statuses:?}");
+        peak = peak.max(threads(admin));
+    }
+    assert!(
+        peak <= 4,
+        "the pool grew to {peak} threads on a lock of 2\n{}",
+        srv.report()
+    );
+    assert!(
+        srv.stderr_contains("[no-gain]") && srv.stderr_contains("added no throughput"),
+        "the log names the rule that held the pool\n{}",
+        srv.report()
+    );
+    assert!(
+        front_max >= 20 && worker_max <= 4,
+        "requests wait in the front ({front_max} at most), not in the worker ({worker_max})\n{}",
+        srv.report()
+    );
+    let st = status(admin);
+    let w = &st.get("workers").arr()[0];
+    assert!(!w.get("sizing").get("rule").s().is_empty(), "{w}");
 }

@@ -1,0 +1,163 @@
+//! Measuring a thread count: a window of completions after a change, and what the counts
+//! measured with requests waiting did, smoothed, with the noise between windows.
+
+use std::time::{Duration, Instant};
+
+use super::{EARLY_MIN, MEASURED_MIN, MOVED};
+
+/// What one level (thread count) was measured to do.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Rate {
+    pub threads: u16,
+    /// Requests completed per second over the window.
+    pub throughput: f64,
+    /// Mean time a request held its thread.
+    pub service: Duration,
+}
+
+/// The measurement of the current level under way.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Window {
+    /// Completions count from here: after the change, once the requests it let in had
+    /// time to finish (the last level's service time), so the count is the new level's.
+    since: Instant,
+    /// Requests finished in the window, and the time they held their threads.
+    done: u32,
+    service: Duration,
+    /// When (after `since`) the `MEASURED_MIN`th finished: the window runs a quarter
+    /// longer, so it does not end on a completion (which would overstate the rate).
+    full_at: Option<Duration>,
+    /// The same for the `EARLY_MIN`th.
+    early_at: Option<Duration>,
+    /// Ticks seen, and how many of them found requests waiting.
+    ticks: u32,
+    waiting: u32,
+}
+
+impl Window {
+    pub fn new(since: Instant) -> Window {
+        Window {
+            since,
+            done: 0,
+            service: Duration::ZERO,
+            full_at: None,
+            early_at: None,
+            ticks: 0,
+            waiting: 0,
+        }
+    }
+}
+
+impl Window {
+    /// A request that started at `started` finished at `now`.
+    pub fn done(&mut self, started: Instant, now: Instant) {
+        if now >= self.since {
+            self.done += 1;
+            self.service += now.saturating_duration_since(started);
+            if self.done == MEASURED_MIN {
+                self.full_at = Some(now - self.since);
+            }
+            if self.done == EARLY_MIN {
+                self.early_at = Some(now - self.since);
+            }
+        }
+    }
+
+    /// A tick, and whether requests waited at it.
+    pub fn tick(&mut self, waiting: bool) {
+        self.ticks += 1;
+        self.waiting += u32::from(waiting);
+    }
+
+    /// Requests waited at half the ticks or more.
+    pub fn mostly_waiting(&self) -> bool {
+        self.waiting * 2 >= self.ticks.max(1)
+    }
+
+    /// Completions per second so far.
+    pub fn throughput(&self, now: Instant) -> f64 {
+        let elapsed = now.saturating_duration_since(self.since);
+        f64::from(self.done) / elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// Whether the window has counted enough: `early` needs only `EARLY_MIN`
+    /// completions. It then runs a quarter longer than it took to count them.
+    pub fn counted(&self, now: Instant, early: bool) -> bool {
+        let elapsed = now.saturating_duration_since(self.since);
+        let at = if early { self.early_at } else { self.full_at };
+        at.is_some_and(|f| elapsed >= f + f / 4)
+    }
+
+    /// Requests counted.
+    pub fn count(&self) -> u32 {
+        self.done
+    }
+
+    /// How long the window has run.
+    pub fn elapsed(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.since)
+    }
+
+    /// The window's measurement of `threads` (at least one completion).
+    pub fn rate(&self, threads: u16, now: Instant) -> Rate {
+        Rate {
+            threads,
+            throughput: self.throughput(now),
+            service: self.service / self.done.max(1),
+        }
+    }
+}
+
+/// Throughput measured at each thread count with requests waiting (smoothed), since the
+/// load or the application last changed: a probe must beat the best of the counts up to
+/// where it started, so one unlucky window does not pass for a gain.
+#[derive(Debug, Default)]
+pub(super) struct Known {
+    levels: Vec<(u16, f64)>,
+    /// Windows in a row whose throughput moved by over `MOVED` from the known one.
+    moved: u8,
+    /// How far one window's throughput strays from its count's smoothed one (relative,
+    /// smoothed): a gain or a change must stand out of it.
+    noise: f64,
+}
+
+impl Known {
+    /// Records a window with requests waiting; true if the load or the application
+    /// changed (two windows in a row far from what the count did: one is noise), and
+    /// what was known is forgotten.
+    pub fn record(&mut self, rate: &Rate) -> bool {
+        let known = self.best(rate.threads, false);
+        let mut changed = false;
+        if known > 0.0 {
+            let dev = (rate.throughput / known - 1.0).abs();
+            let moved = dev > MOVED.max(3.0 * self.noise);
+            self.noise = 0.7 * self.noise + 0.3 * dev.min(1.0);
+            self.moved = if moved { self.moved + 1 } else { 0 };
+            if self.moved >= 2 {
+                self.moved = 0;
+                self.levels.clear();
+                changed = true;
+            }
+        }
+        match self.levels.iter_mut().find(|(t, _)| *t == rate.threads) {
+            Some((_, x)) => *x = 0.5 * *x + 0.5 * rate.throughput,
+            None => self.levels.push((rate.threads, rate.throughput)),
+        }
+        changed
+    }
+
+    /// The best smoothed throughput known at `threads` or fewer (what a probe from there
+    /// must beat), or at exactly `threads`; 0 if none.
+    pub fn best(&self, threads: u16, at_or_below: bool) -> f64 {
+        self.levels
+            .iter()
+            .filter(|(t, _)| *t == threads || (at_or_below && *t < threads))
+            .map(|(_, x)| *x)
+            .fold(0.0, f64::max)
+    }
+
+    /// The relative noise between windows at one count.
+    pub fn noise(&self) -> f64 {
+        self.noise
+    }
+}
