@@ -7,7 +7,7 @@
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::buffer::Buffered;
-use super::{read_more, Conn, PEEK_LIMIT};
+use super::{hold, read_more, Conn, PEEK_LIMIT};
 use crate::access_log::AccessRecord;
 use crate::dispatch::{Exchange, Failure, Reply, Stalled};
 use crate::error::{Answer, Origin};
@@ -175,23 +175,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     /// Sends the request body as far as the credit goes: what the front holds first, then
     /// what the read buffer has of the rest.
     fn pump_body(&mut self, st: &mut State<'_>) -> Result<(), Answer> {
-        let mut progressed = false;
-        while st.ex.body_credit() > 0 {
+        let mut progressed = hold::send_held(&mut st.ex, &mut st.buffered, &self.peer.label)?;
+        while st.buffered.is_none() && st.ex.body_credit() > 0 {
             let max = st.ex.body_credit().min(spillway_proto::MAX_CHUNK as u64) as usize;
-            if let Some(held) = st.buffered.as_mut() {
-                match held.next_chunk(max) {
-                    Ok(Some(data)) => {
-                        st.ex.send_body(&data);
-                        progressed = true;
-                        continue;
-                    }
-                    Ok(None) => st.buffered = None,
-                    Err(e) => {
-                        tracing::error!(client = %self.peer.label, error = %e, "cannot read a held request body back; 503");
-                        return Err(Answer::BufferFailed);
-                    }
-                }
-            }
             if st.body.is_done() {
                 break;
             }
@@ -202,9 +188,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 }
                 Some(Piece::End) | None => break,
             }
-        }
-        if st.buffered.as_ref().is_some_and(|b| b.is_drained()) {
-            st.buffered = None;
         }
         if st.body.is_done() && st.buffered.is_none() && !st.body_ended {
             st.body_ended = true;

@@ -280,23 +280,8 @@ impl StreamState {
     /// Sends what credit allows of the request body: what the front held, then what was
     /// read since.
     fn pump(&mut self) -> Result<(), Answer> {
-        let mut progressed = false;
-        while self.ex.body_credit() > 0 {
-            let max = self.ex.body_credit().min(spillway_proto::MAX_CHUNK as u64) as usize;
-            if let Some(held) = self.held.as_mut() {
-                match held.next_chunk(max) {
-                    Ok(Some(data)) => {
-                        self.ex.send_body(&data);
-                        progressed = true;
-                        continue;
-                    }
-                    Ok(None) => self.held = None,
-                    Err(e) => {
-                        tracing::error!(client = %self.client, error = %e, "cannot read a held request body back; 503");
-                        return Err(Answer::BufferFailed);
-                    }
-                }
-            }
+        let mut progressed = hold::send_held(&mut self.ex, &mut self.held, &self.client)?;
+        while self.held.is_none() && self.ex.body_credit() > 0 {
             let Some(mut data) = self.pending.take() else {
                 break;
             };
@@ -306,9 +291,6 @@ impl StreamState {
                 self.pending = Some(data.split_off(n));
                 break;
             }
-        }
-        if self.held.as_ref().is_some_and(|b| b.is_drained()) {
-            self.held = None;
         }
         if progressed {
             self.ex.upload_progress();

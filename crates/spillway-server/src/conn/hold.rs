@@ -10,6 +10,7 @@ use tokio::io::AsyncRead;
 
 use super::buffer::Buffered;
 use super::read_more;
+use crate::dispatch::Exchange;
 use crate::error::{client_body_error, Answer};
 use crate::h1::body::{BodyDecoder, Piece};
 use crate::h1::head::Framing;
@@ -92,4 +93,36 @@ pub(super) async fn hold<B: BodySource>(
         }
     }
     Ok(held)
+}
+
+/// Sends what the credit allows of the body the front held (before anything read since),
+/// and lets it go once it is all out: whether anything was sent. Both protocols send it so.
+pub(super) fn send_held(
+    ex: &mut Exchange,
+    held: &mut Option<Buffered>,
+    client: &str,
+) -> Result<bool, Answer> {
+    let mut progressed = false;
+    while let Some(h) = held.as_mut() {
+        let credit = ex.body_credit();
+        if credit == 0 {
+            break;
+        }
+        let max = credit.min(spillway_proto::MAX_CHUNK as u64) as usize;
+        match h.next_chunk(max) {
+            Ok(Some(data)) => {
+                ex.send_body(&data);
+                progressed = true;
+            }
+            Ok(None) => *held = None,
+            Err(e) => {
+                tracing::error!(client, error = %e, "cannot read a held request body back; 503");
+                return Err(Answer::BufferFailed);
+            }
+        }
+    }
+    if held.as_ref().is_some_and(|b| b.is_drained()) {
+        *held = None;
+    }
+    Ok(progressed)
 }
