@@ -4,7 +4,19 @@
 
 use std::fmt;
 
-use crate::pool::AdmissionError;
+/// Why a request could not be admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AdmissionError {
+    /// The server is shutting down and will not start new requests.
+    #[error("server is shutting down")]
+    Closed,
+    /// `--max-queue` requests are already waiting.
+    #[error("admission queue full")]
+    QueueFull,
+    /// The request waited `--queue-timeout` without getting a thread.
+    #[error("waited too long in the admission queue")]
+    QueueTimeout,
+}
 
 /// Who caused a failure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -3,44 +3,34 @@
 //! and supervises those workers. It never links Python.
 //!
 //! A request's path, from accept to response:
-//! `accept` takes the connection; `conn` reads a head (`h1::head`, strict) and turns it
-//! into a frame head (`request`); `dispatch::Exchange` gets a thread from the pool
-//! (`pool`, the admission queue), opens a stream on that worker's `link`, sends the body
-//! under credit and receives the response, which `conn` writes (`h1::response`). The
-//! `supervisor` keeps the workers (`spawn`) running; `server` runs the whole in phases.
+//! `listeners::accept` takes the connection; `http::conn` reads a head (`h1::head`,
+//! strict) and turns it into a frame head (`http::request`); `admission::dispatch::Exchange`
+//! gets a thread from the pool (`admission::pool`, the queue), opens a stream on that
+//! worker's `admission::link`, sends the body under credit and receives the response, which
+//! `http::conn` writes (`h1::response`). `workers::supervisor` keeps the workers
+//! (`workers::spawn`) running; `server` runs the whole in phases.
+//!
+//! The floor plan, each group importing only those after it: `server`; `ops` (admin
+//! endpoint, agent-check, state, monitor, control); `listeners`; `http` (connections, TLS,
+//! PROXY protocol, request heads); `workers` (supervision); `admission` (queue, exchange,
+//! worker link); `h1` (the HTTP/1.1 codec); `telemetry` (metrics, logs, request ids);
+//! `host` (systemd, open-files limit, pid file); and `config`, `error` under all.
 
-mod accept;
-mod access_log;
-mod admin;
-mod agent;
-mod backlog;
+mod admission;
 pub mod config;
-mod conn;
-mod control;
-mod devreload;
-mod dispatch;
 pub mod error;
-mod exposition;
-mod fdlimit;
 mod h1;
-mod link;
-mod listener;
-mod metrics;
-mod monitor;
-mod pool;
-pub mod proxy_protocol;
-mod request;
-mod request_id;
+mod host;
+mod http;
+mod listeners;
+mod ops;
 mod server;
-mod server_timing;
-mod spawn;
-mod state;
-mod supervisor;
-pub mod systemd;
-mod throttle;
-mod tls;
-pub mod trusted;
-mod upload;
+mod telemetry;
+mod workers;
+
+pub use config::trusted;
+pub use host::systemd;
+pub use http::proxy_protocol;
 
 /// The HTTP/1.1 parsers and the HTTP/2 request path, for the cargo-fuzz targets in
 /// `fuzz/`; not an API.
@@ -88,7 +78,7 @@ pub mod fuzzing {
             fields: 100,
             field_size: 8190,
         };
-        let peer = crate::request::Peer {
+        let peer = crate::http::request::Peer {
             ip: Some(std::net::IpAddr::from([127, 0, 0, 1])),
             remote_addr: bytes::Bytes::from_static(b"127.0.0.1"),
             remote_port: bytes::Bytes::from_static(b"40000"),
@@ -97,14 +87,15 @@ pub mod fuzzing {
             label: "127.0.0.1:40000".into(),
             tls: None,
         };
-        let policy = crate::request::RequestPolicy {
+        let policy = crate::http::request::RequestPolicy {
             root_path: String::new(),
             limit_request_field_size: limits.field_size,
-            forwarded_allow_ips: crate::trusted::TrustedProxies::parse("127.0.0.1")
+            forwarded_allow_ips: crate::config::trusted::TrustedProxies::parse("127.0.0.1")
                 .expect("a valid address"),
         };
-        let (head, _) = crate::conn::h2_head::head_of(parts, end_stream, &limits, &peer, &policy)
-            .map_err(|a| a.status())?;
+        let (head, _) =
+            crate::http::conn::h2_head::head_of(parts, end_stream, &limits, &peer, &policy)
+                .map_err(|a| a.status())?;
         if let Some(a) = parts.uri.authority() {
             let host = head
                 .headers
@@ -130,7 +121,7 @@ pub mod fuzzing {
 
     /// The largest HTTP/2 header list the front takes, under the default limits.
     pub fn h2_header_list() -> u32 {
-        crate::conn::h2::header_list_limit(&HeadLimits {
+        crate::http::conn::h2::header_list_limit(&HeadLimits {
             target: 4094,
             fields: 100,
             field_size: 8190,
@@ -161,15 +152,14 @@ pub mod fuzzing {
 }
 
 pub use config::{
-    AccessLog, AccessLogFormat, BindAddr, CertReqs, HttpVersions, ServerConfig, StateNotifier,
-    Threads, TlsConfig, WorkerCommand,
+    AccessLog, AccessLogFormat, BindAddr, CertReqs, HttpVersions, ServerConfig, ServerTiming,
+    StateNotifier, Threads, TlsConfig, WorkerCommand,
 };
-pub use control::{controller, Control, Controller, Controls};
-pub use devreload::roots_for as reload_roots;
-pub use listener::somaxconn;
+pub use http::tls::TlsError;
+pub use listeners::listener::somaxconn;
+pub use ops::control::{controller, Control, Controller, Controls};
+pub use ops::devreload::roots_for as reload_roots;
 pub use server::{serve, serve_with};
-pub use server_timing::ServerTiming;
-pub use tls::TlsError;
 
 /// Why the server stopped with an error.
 #[derive(Debug, thiserror::Error)]

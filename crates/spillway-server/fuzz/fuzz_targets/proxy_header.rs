@@ -8,7 +8,7 @@ use libfuzzer_sys::fuzz_target;
 // Included by path so the target fuzzes the server's own file without building the server
 // crate (and its private module needs no `pub`). The module must keep depending on std and
 // thiserror only.
-#[path = "../../src/proxy_protocol.rs"]
+#[path = "../../src/http/proxy_protocol.rs"]
 #[allow(dead_code)]
 mod proxy_protocol;
 

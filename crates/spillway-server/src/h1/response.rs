@@ -501,7 +501,7 @@ mod tests {
     fn answers_carry_length_retry_after_and_close() {
         let mut out = BytesMut::new();
         let close = encode_answer(
-            Answer::Refused(crate::pool::AdmissionError::QueueFull),
+            Answer::Refused(crate::error::AdmissionError::QueueFull),
             Some(3),
             &reply(Protocol::Http11, true),
             KA,
@@ -515,7 +515,7 @@ mod tests {
             t.contains("Retry-After: 3\r\n") && t.contains("Keep-Alive: timeout=75"),
             "{t}"
         );
-        let body = Answer::Refused(crate::pool::AdmissionError::QueueFull).body();
+        let body = Answer::Refused(crate::error::AdmissionError::QueueFull).body();
         assert!(t.ends_with(body) && t.contains(&format!("Content-Length: {}\r\n", body.len())));
         let mut out = BytesMut::new();
         assert!(encode_answer(

@@ -2,7 +2,6 @@
 //! first moment: requests wait in the queue), wait until every worker is ready, run until
 //! asked to stop (reloading on request), drain, and stop.
 
-mod pidfile;
 mod signals;
 
 use std::net::SocketAddr;
@@ -14,20 +13,21 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::accept::{accept_loop, ConnCount};
-use crate::access_log::AccessLogger;
+use crate::admission::dispatch::Workers;
+use crate::admission::pool::{Pool, QueueLimits};
 use crate::config::{BindAddr, ServerConfig, StateNotifier};
-use crate::conn::Front;
-use crate::control::{Control, Controls};
-use crate::dispatch::Workers;
-use crate::listener::{self, Listener};
-use crate::monitor::{self, MonitorPolicy, Observed, Watched};
-use crate::pool::{Pool, QueueLimits};
-use crate::state::ServerState;
-use crate::supervisor::{Policy, SlotEvent, Supervisor};
-use crate::systemd::ActivatedSocket;
-use crate::{admin, agent, devreload, ServerError};
-use pidfile::{PidFile, PidFileError};
+use crate::host::pidfile::{PidFile, PidFileError};
+use crate::host::systemd::ActivatedSocket;
+use crate::http::conn::Front;
+use crate::listeners::accept::{accept_loop, ConnCount};
+use crate::listeners::listener::{self, Listener};
+use crate::ops::control::{Control, Controls};
+use crate::ops::monitor::{self, MonitorPolicy, Observed, Watched};
+use crate::ops::state::ServerState;
+use crate::ops::{admin, agent, devreload};
+use crate::telemetry::access_log::AccessLogger;
+use crate::workers::supervisor::{Policy, SlotEvent, Supervisor};
+use crate::ServerError;
 use signals::Signals;
 
 /// Serves until SIGTERM/SIGINT (graceful) or SIGQUIT / a second signal (immediate).
@@ -48,7 +48,10 @@ pub async fn serve_with(
     // Signals first: once the pid file exists, a SIGTERM sent to the pid in it must stop
     // the server cleanly (and remove the file), not kill it by the default action.
     let mut signals = Signals::install(controls).map_err(ServerError::Signals)?;
-    crate::fdlimit::raise_and_log(crate::fdlimit::needed(cfg.max_connections, cfg.workers));
+    crate::host::fdlimit::raise_and_log(crate::host::fdlimit::needed(
+        cfg.max_connections,
+        cfg.workers,
+    ));
     let bound = Bound::bind(&cfg, activated)?;
     let mut running = Running::start(cfg, bound, &signals);
     if !running.wait_ready(&mut signals).await? {
@@ -63,7 +66,7 @@ pub async fn serve_with(
 struct Bound {
     /// Each listener, its name, and whether it terminates TLS.
     listeners: Vec<(Listener, String, bool)>,
-    tls: Option<Arc<crate::tls::TlsState>>,
+    tls: Option<Arc<crate::http::tls::TlsState>>,
     /// Unix socket files we created, removed when listeners close.
     unix_paths: Vec<PathBuf>,
     admin: Option<(Listener, String)>,
@@ -97,7 +100,7 @@ impl Bound {
                     crate::config::HttpVersions::Http1 => vec![b"http/1.1".to_vec()],
                     crate::config::HttpVersions::Http2 => vec![b"h2".to_vec()],
                 };
-                Some(Arc::new(crate::tls::TlsState::load(t, alpn)?))
+                Some(Arc::new(crate::http::tls::TlsState::load(t, alpn)?))
             }
             None => None,
         };
@@ -228,7 +231,7 @@ enum Stop {
 /// A started server.
 struct Running {
     cfg: ServerConfig,
-    tls: Option<Arc<crate::tls::TlsState>>,
+    tls: Option<Arc<crate::http::tls::TlsState>>,
     workers: Arc<Workers>,
     front: Arc<Front>,
     sup: Arc<Supervisor>,
@@ -257,7 +260,7 @@ impl Running {
         });
         // Counted always (a relaxed add per event); requests are timed for the metrics only
         // when something serves them.
-        let metrics = crate::metrics::Metrics::new();
+        let metrics = crate::telemetry::metrics::Metrics::new();
         let front = Arc::new(Front::new(
             cfg.clone(),
             workers.clone(),
@@ -322,7 +325,7 @@ impl Running {
                 cfg.admin_hosts.clone(),
             )));
         }
-        side_tasks.push(tokio::spawn(crate::backlog::run(
+        side_tasks.push(tokio::spawn(crate::workers::backlog::run(
             workers.clone(),
             sup.clone(),
         )));

@@ -6,7 +6,7 @@ use std::io;
 
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
-use crate::control::{controller, Control, Controller, Controls};
+use crate::ops::control::{controller, Control, Controller, Controls};
 
 /// Every source of [`Control`]s, merged.
 pub(crate) struct Signals {

@@ -1,0 +1,7 @@
+//! Worker supervision: starting worker processes (`spawn`), keeping `--workers` of them
+//! running across generations (`supervisor`), and telling them when requests queue
+//! (`backlog`).
+
+pub mod backlog;
+pub mod spawn;
+pub mod supervisor;
