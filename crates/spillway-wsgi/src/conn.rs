@@ -114,27 +114,45 @@ impl Stream {
 /// write while holding the GIL must be able to finish it after releasing the GIL, and a
 /// guard cannot cross that boundary.
 struct WriteLock {
-    busy: Mutex<bool>,
+    state: Mutex<WriteState>,
     free: Condvar,
 }
 
+#[derive(Default)]
+struct WriteState {
+    busy: bool,
+    /// Threads waiting for the lock: std's `notify_one` is a futex syscall even with no
+    /// waiter, and a release without waiters (nearly every one) must not pay it.
+    waiting: u32,
+}
+
 impl WriteLock {
+    fn lock(&self) -> MutexGuard<'_, WriteState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn try_acquire(&self) -> bool {
-        let mut b = self.busy.lock().unwrap_or_else(|p| p.into_inner());
-        !std::mem::replace(&mut *b, true)
+        !std::mem::replace(&mut self.lock().busy, true)
     }
 
     fn acquire(&self) {
-        let mut b = self.busy.lock().unwrap_or_else(|p| p.into_inner());
-        while *b {
-            b = self.free.wait(b).unwrap_or_else(|p| p.into_inner());
+        let mut st = self.lock();
+        while st.busy {
+            st.waiting += 1;
+            st = self.free.wait(st).unwrap_or_else(|p| p.into_inner());
+            st.waiting -= 1;
         }
-        *b = true;
+        st.busy = true;
     }
 
     fn release(&self) {
-        *self.busy.lock().unwrap_or_else(|p| p.into_inner()) = false;
-        self.free.notify_one();
+        let mut st = self.lock();
+        st.busy = false;
+        let wake = st.waiting > 0;
+        drop(st);
+        if wake {
+            self.free.notify_one();
+        }
     }
 }
 
@@ -194,7 +212,7 @@ impl Link {
         Link {
             sock,
             writing: WriteLock {
-                busy: Mutex::new(false),
+                state: Mutex::new(WriteState::default()),
                 free: Condvar::new(),
             },
             streams: Mutex::new(HashMap::new()),

@@ -8,12 +8,14 @@ mod abort;
 mod conn;
 mod environ;
 mod errors;
+mod forked;
 mod gil;
 mod head;
 mod input;
 mod meter;
 mod pool;
 mod response;
+mod scheduling;
 mod sizing;
 
 use std::ffi::CString;
@@ -49,6 +51,8 @@ pub struct WorkerSpec {
     pub pythonpath: Vec<PathBuf>,
     /// More than one worker process serves the application (`wsgi.multiprocess`).
     pub multiprocess: bool,
+    /// Run the worker's threads under `SCHED_BATCH` (`--worker-scheduling batch`).
+    pub batch_scheduling: bool,
 }
 
 /// Why a worker stopped.
@@ -91,6 +95,13 @@ pub(crate) struct Ctx {
 /// Runs a worker on `socket` until the front asks it to stop or goes away.
 pub fn run(spec: WorkerSpec, socket: UnixStream) -> Result<(), WorkerError> {
     let pid = std::process::id();
+    // Before any thread starts, so every thread of the worker inherits it.
+    if spec.batch_scheduling {
+        if let Err(e) = scheduling::batch() {
+            tracing::warn!(worker = pid, error = %e, "could not switch the worker to SCHED_BATCH; it keeps the default policy");
+        }
+    }
+    forked::watch();
     let mut reader = socket.try_clone()?;
     let interrupter = abort::Interrupter::start()?;
     let link = Arc::new(Link::new(socket, move |s| interrupter.interrupt(s)));
@@ -169,7 +180,7 @@ fn read_until_end(ctx: &Arc<Ctx>, reader: &mut UnixStream) -> Result<ReadEnd, Wo
     let mut timeout: Option<Duration> = None;
     loop {
         let want = ctx.pool.tick_in();
-        if want != timeout {
+        if !timeout_close_enough(timeout, want) {
             reader.set_read_timeout(want)?;
             timeout = want;
         }
@@ -183,6 +194,16 @@ fn read_until_end(ctx: &Arc<Ctx>, reader: &mut UnixStream) -> Result<ReadEnd, Wo
         let spawn = ctx.pool.tick(front_full, || meter.sample());
         spawn_threads(ctx, spawn)?;
         report.send(ctx);
+    }
+}
+
+/// Whether the read timeout already set serves for `want`: a little late (up to 1 ms) or
+/// at most twice as early. Setting it is a syscall, and while requests wait the wanted
+/// timeout shrinks with every read: it was one `setsockopt` per read.
+fn timeout_close_enough(current: Option<Duration>, want: Option<Duration>) -> bool {
+    match (current, want) {
+        (Some(c), Some(w)) => c >= w / 2 && c <= w + Duration::from_millis(1),
+        (c, w) => c == w,
     }
 }
 
@@ -381,4 +402,26 @@ fn load(
         pid,
         pool,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::timeout_close_enough;
+    use std::time::Duration;
+
+    #[test]
+    fn the_read_timeout_is_set_again_only_when_far_off() {
+        let ms = |n: u64| Some(Duration::from_micros(n * 1000));
+        // Waiting requests shrink the wanted timeout a little with every read: kept.
+        assert!(timeout_close_enough(
+            ms(1),
+            Some(Duration::from_micros(700))
+        ));
+        // Idle after busy: a 100 ms timeout where 1 s is wanted wakes 10x too often.
+        assert!(!timeout_close_enough(ms(100), ms(1000)));
+        // Busy after idle: a 1 s timeout where 100 ms is wanted is far too late.
+        assert!(!timeout_close_enough(ms(1000), ms(100)));
+        assert!(timeout_close_enough(None, None));
+        assert!(!timeout_close_enough(None, ms(1)));
+    }
 }

@@ -31,6 +31,10 @@ struct State<J> {
     last_done: Instant,
     /// Threads asleep waiting for work.
     idle: u16,
+    /// Wake-ups sent to sleepers and not yet taken: a burst of requests read at once
+    /// wakes as many sleepers as it needs, not one futex call per request (std's
+    /// `notify_one` is a syscall whether or not anyone sleeps).
+    signalled: u16,
     sizing: Sizing,
     closed: bool,
     /// A change of the target not yet reported.
@@ -72,6 +76,7 @@ impl<J> Pool<J> {
                 busy: 0,
                 last_done: now,
                 idle: 0,
+                signalled: 0,
                 sizing: Sizing::new(limits, now),
                 closed: false,
                 changed: None,
@@ -97,7 +102,10 @@ impl<J> Pool<J> {
         // it finishes saves a wake-up for short requests, but measured with slow and fast
         // requests mixed, fast ones then waited behind slow ones: 4x their p99.) With no
         // sleeper, a busy thread takes it when it finishes, without giving up the GIL.
-        let wake = st.idle > 0;
+        let wake = st.idle > st.signalled;
+        if wake {
+            st.signalled += 1;
+        }
         drop(st);
         if wake {
             self.work.notify_one();
@@ -123,6 +131,7 @@ impl<J> Pool<J> {
         loop {
             if st.threads > st.sizing.target() {
                 st.threads -= 1;
+                self.pass_on_wakeup(&mut st);
                 return Next::Exit;
             }
             if let Some((job, _)) = st.jobs.pop_front() {
@@ -142,6 +151,9 @@ impl<J> Pool<J> {
                 .unwrap_or_else(|p| p.into_inner());
             st = next;
             st.idle -= 1;
+            // Woken, timed out or spurious: either way this thread looks at the queue now,
+            // which is what the wake-up was for.
+            st.signalled = st.signalled.saturating_sub(1);
             if waited.timed_out() && st.jobs.is_empty() {
                 if let Some(d) = st.sizing.idle_exit(Instant::now()) {
                     st.threads -= 1;
@@ -149,6 +161,15 @@ impl<J> Pool<J> {
                     return Next::Exit;
                 }
             }
+        }
+    }
+
+    /// A thread leaving while requests wait makes sure a sleeper looks at them: the
+    /// wake-up that brought it here may have been the only one sent for them.
+    fn pass_on_wakeup(&self, st: &mut State<J>) {
+        if !st.jobs.is_empty() && st.idle > st.signalled {
+            st.signalled += 1;
+            self.work.notify_one();
         }
     }
 
@@ -289,5 +310,91 @@ impl<J> Pool<J> {
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn worker(pool: Arc<Pool<u32>>, served: Arc<AtomicU64>) {
+        while let Next::Job(_) = pool.take() {
+            served.fetch_add(1, Ordering::Relaxed);
+            let spawn = pool.done(Instant::now());
+            for _ in 0..spawn {
+                pool.started();
+                let (p, s) = (pool.clone(), served.clone());
+                std::thread::spawn(move || worker(p, s));
+            }
+        }
+    }
+
+    fn pool_of(threads: u16) -> Arc<Pool<u32>> {
+        let limits = ThreadLimits {
+            min: threads,
+            max: threads,
+            pinned: Some(threads),
+            idle_exit: Duration::from_secs(60),
+        };
+        Arc::new(Pool::new(limits, Instant::now()))
+    }
+
+    fn wait_served(served: &AtomicU64, want: u64) -> u64 {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while served.load(Ordering::Relaxed) < want && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        served.load(Ordering::Relaxed)
+    }
+
+    #[test]
+    fn a_sleeping_thread_is_woken_for_each_lone_request() {
+        let pool = pool_of(1);
+        let served = Arc::new(AtomicU64::new(0));
+        pool.started();
+        let (p, s) = (pool.clone(), served.clone());
+        std::thread::spawn(move || worker(p, s));
+        for n in 1..=20 {
+            // The thread is asleep (nothing queued) when each request arrives.
+            std::thread::sleep(Duration::from_millis(2));
+            assert!(pool.push(n));
+            assert_eq!(
+                wait_served(&served, u64::from(n)),
+                u64::from(n),
+                "request {n} was never taken"
+            );
+        }
+        pool.close();
+        pool.wait_empty(Duration::from_secs(5));
+    }
+
+    #[test]
+    fn bursts_reach_every_sleeper_without_one_wakeup_per_request() {
+        let pool = pool_of(4);
+        let served = Arc::new(AtomicU64::new(0));
+        pool.started();
+        let (p, s) = (pool.clone(), served.clone());
+        std::thread::spawn(move || worker(p, s));
+        // Bursts of 1..7 requests with pauses: threads fall asleep between them, and a
+        // burst arrives while some are still waking up.
+        let mut sent = 0u64;
+        for burst in 0..2_000u32 {
+            for _ in 0..=burst % 7 {
+                assert!(pool.push(burst));
+                sent += 1;
+            }
+            if burst % 50 == 0 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        assert_eq!(
+            wait_served(&served, sent),
+            sent,
+            "requests were left waiting with threads asleep"
+        );
+        pool.close();
+        pool.wait_empty(Duration::from_secs(5));
+        assert_eq!(pool.snapshot().0.threads, 0);
     }
 }

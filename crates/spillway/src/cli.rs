@@ -13,6 +13,7 @@ pub mod defaults {
     pub const MIN_THREADS: u16 = 1;
     pub const MAX_THREADS: u16 = 128;
     pub const THREAD_IDLE_TIMEOUT: u64 = 10;
+    pub const WORKER_SCHEDULING: &str = "batch";
     pub const BACKLOG: u32 = 4096;
     pub const KEEP_ALIVE: u64 = 75;
     pub const HEADER_TIMEOUT: u64 = 10;
@@ -130,6 +131,14 @@ pub struct ServeArgs {
           default_value_t = defaults::THREAD_IDLE_TIMEOUT,
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub thread_idle_timeout: u64,
+
+    /// CPU scheduling of the workers: batch (Linux SCHED_BATCH: a worker woken by a request
+    /// does not preempt the front or other work on its CPU; same share of CPU, fewer context
+    /// switches per request) or normal (the default policy of every process).
+    #[arg(long, value_name = "POLICY", env = "SPILLWAY_WORKER_SCHEDULING", default_value = defaults::WORKER_SCHEDULING,
+          ignore_case = true,
+          value_parser = clap::builder::PossibleValuesParser::new(["batch", "normal"]))]
+    pub worker_scheduling: String,
 
     /// listen() backlog: the kernel accept queue; capped by net.core.somaxconn, which is
     /// logged at start.
@@ -425,6 +434,9 @@ pub struct WorkerArgs {
     /// More than one worker serves the app.
     #[arg(long)]
     pub multiprocess: bool,
+    /// CPU scheduling policy of the worker's threads: batch or normal.
+    #[arg(long, default_value = "batch")]
+    pub scheduling: String,
     /// Log level.
     #[arg(long, default_value = "info")]
     pub log_level: String,

@@ -102,6 +102,7 @@ fn run_worker(args: WorkerArgs) -> anyhow::Result<i32> {
         },
         pythonpath: args.pythonpath,
         multiprocess: args.multiprocess,
+        batch_scheduling: args.scheduling == "batch",
     };
     match spillway_wsgi::run(spec, socket) {
         Ok(()) => Ok(0),

@@ -403,7 +403,7 @@ fn worker_command(
         }
     }
     let mut wargs = interpreter::worker_argv(&module);
-    wargs.extend::<[OsString; 14]>([
+    wargs.extend::<[OsString; 16]>([
         "--fd".into(),
         "3".into(),
         "--app".into(),
@@ -414,6 +414,8 @@ fn worker_command(
         args.max_threads.to_string().into(),
         "--thread-idle-timeout".into(),
         args.thread_idle_timeout.to_string().into(),
+        "--scheduling".into(),
+        args.worker_scheduling.to_ascii_lowercase().into(),
         "--log-level".into(),
         log_level.into(),
         "--log-format".into(),
