@@ -14,6 +14,7 @@ use bytes::{Bytes, BytesMut};
 use pyo3::Python;
 use spillway_proto::{decode, BodyKind, Frame, RequestHead, SendWindow, INITIAL_RESPONSE_WINDOW};
 
+use crate::held::{Held, HOLD_AGE};
 use crate::pool::Pool;
 use crate::WorkerError;
 
@@ -167,6 +168,8 @@ pub(crate) struct Link {
     /// responses as fast as they come, and more threads would not help.
     full_at: AtomicU64,
     born: Instant,
+    /// Finished responses held back (see `held`).
+    held: Mutex<Held>,
 }
 
 /// Why the reader loop ended.
@@ -219,6 +222,7 @@ impl Link {
             on_expire: Box::new(on_expire),
             full_at: AtomicU64::new(u64::MAX),
             born: Instant::now(),
+            held: Mutex::new(Held::default()),
         }
     }
 
@@ -283,6 +287,36 @@ impl Link {
                 front_gone(&e);
             }
         });
+    }
+
+    fn held(&self) -> MutexGuard<'_, Held> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Writes the last frames of a response, or holds them back while `more` (this
+    /// thread takes another queued request next).
+    pub fn write_end(&self, py: Python<'_>, frames: &[u8], more: bool) {
+        let out = self.held().offer(frames, more, Instant::now());
+        if let Some(out) = out {
+            self.write_hot(py, &out);
+        }
+    }
+
+    /// Writes what is held back, from a thread holding the GIL before it goes to sleep.
+    pub fn release_held(&self, py: Python<'_>) {
+        let out = self.held().take();
+        if let Some(out) = out {
+            self.write_hot(py, &out);
+        }
+    }
+
+    /// Writes what has been held back for [`HOLD_AGE`] or longer (from the reader,
+    /// without the GIL).
+    pub fn release_stale(&self) {
+        let out = self.held().take_stale(HOLD_AGE, Instant::now());
+        if let Some(out) = out {
+            self.write_all(&out);
+        }
     }
 
     /// Encodes and writes one control or credit frame (these always fit a frame).

@@ -11,6 +11,7 @@ mod errors;
 mod forked;
 mod gil;
 mod head;
+mod held;
 mod input;
 mod meter;
 mod pool;
@@ -190,6 +191,7 @@ fn read_until_end(ctx: &Arc<Ctx>, reader: &mut UnixStream) -> Result<ReadEnd, Wo
         {
             return Ok(end);
         }
+        ctx.link.release_stale();
         let front_full = ctx.link.was_full(Duration::from_millis(100));
         let spawn = ctx.pool.tick(front_full, || meter.sample());
         spawn_threads(ctx, spawn)?;
@@ -321,7 +323,11 @@ fn python_thread(ctx: &Arc<Ctx>) {
             // GIL for it.
             let job = match ctx.pool.try_take() {
                 Some(job) => job,
-                None => match gil::detach(py, || ctx.pool.take()) {
+                None => match {
+                    // Responses held back for a next request that another thread took.
+                    ctx.link.release_held(py);
+                    gil::detach(py, || ctx.pool.take())
+                } {
                     pool::Next::Job(job) => job,
                     pool::Next::Exit => break,
                 },

@@ -12,6 +12,13 @@ use std::time::{Duration, Instant};
 use crate::meter::Measured;
 use crate::sizing::{Decision, Rate, Sample, Sizing, ThreadLimits, GROW_WAIT};
 
+/// A request this long is slow: after one, finished responses are not held back for
+/// [`SLOW_MEMORY`].
+const SLOW: Duration = Duration::from_millis(1);
+const SLOW_MEMORY: Duration = Duration::from_secs(1);
+/// How often the reader looks for held-back responses while short requests run.
+const HELD_CHECK: Duration = Duration::from_millis(1);
+
 /// What a thread looking for work gets.
 pub(crate) enum Next<J> {
     /// A request to serve.
@@ -29,6 +36,8 @@ struct State<J> {
     /// When a request last finished: nothing finishing while requests wait means every
     /// thread is held by a slow one.
     last_done: Instant,
+    /// When a request last took [`SLOW`] or longer.
+    slow_at: Option<Instant>,
     /// Threads asleep waiting for work.
     idle: u16,
     /// Wake-ups sent to sleepers and not yet taken: a burst of requests read at once
@@ -75,6 +84,7 @@ impl<J> Pool<J> {
                 threads: 0,
                 busy: 0,
                 last_done: now,
+                slow_at: None,
                 idle: 0,
                 signalled: 0,
                 sizing: Sizing::new(limits, now),
@@ -123,6 +133,15 @@ impl<J> Pool<J> {
         let (job, _) = st.jobs.pop_front()?;
         st.busy += 1;
         Some(job)
+    }
+
+    /// Whether a thread that just finished a response may hold it back (see
+    /// `Link::write_end`): a request waits, which the thread takes next, and no request
+    /// took long lately, so the next one is likely short too. (An unexpectedly slow one
+    /// delays what is held back by its duration, once: then holding back stops.)
+    pub fn may_hold_response(&self) -> bool {
+        let st = self.lock();
+        !st.jobs.is_empty() && st.slow_at.is_none_or(|t| t.elapsed() >= SLOW_MEMORY)
     }
 
     /// Waits (without the GIL) for the next request, or for a reason to leave.
@@ -181,6 +200,9 @@ impl<J> Pool<J> {
         let mut st = self.lock();
         st.busy -= 1;
         st.last_done = now;
+        if now.duration_since(started) >= SLOW {
+            st.slow_at = Some(now);
+        }
         st.sizing.done(started, now);
         match st.sizing.first_request_done(now) {
             Some(d) => self.apply(&mut st, d),
@@ -253,8 +275,9 @@ impl<J> Pool<J> {
     }
 
     /// How long the reader may block before the pool needs another look: soon while
-    /// requests wait (they may ask for a thread), every 100 ms while busy (fresh numbers
-    /// for the front), once a second while idle (to report threads that left).
+    /// requests wait (they may ask for a thread), every millisecond while short requests
+    /// run (held-back responses), every 100 ms while slow ones do (fresh numbers for the
+    /// front), once a second while idle (to report threads that left).
     pub fn tick_in(&self) -> Option<Duration> {
         let st = self.lock();
         if let Some((_, since)) = st.jobs.front() {
@@ -266,6 +289,11 @@ impl<J> Pool<J> {
         }
         if st.backlog_since.is_some() {
             return Some(Duration::from_millis(5));
+        }
+        if st.busy > 0 && st.slow_at.is_none_or(|t| t.elapsed() >= SLOW_MEMORY) {
+            // A thread may hold back finished responses and then meet an unexpectedly
+            // slow request: the reader sends them on within about a millisecond.
+            return Some(HELD_CHECK);
         }
         Some(if st.busy > 0 || st.changed.is_some() {
             Duration::from_millis(100)
@@ -396,5 +424,43 @@ mod tests {
         pool.close();
         pool.wait_empty(Duration::from_secs(5));
         assert_eq!(pool.snapshot().0.threads, 0);
+    }
+
+    #[test]
+    fn responses_are_held_back_only_while_requests_are_short_and_queued() {
+        let pool = pool_of(1);
+        pool.started();
+        assert!(
+            !pool.may_hold_response(),
+            "nothing queued: nothing to hold back for"
+        );
+        assert!(pool.push(1));
+        assert!(pool.may_hold_response());
+        assert!(matches!(pool.take(), Next::Job(1)));
+        pool.done(Instant::now() - Duration::from_micros(100));
+        assert!(pool.push(2));
+        assert!(pool.may_hold_response(), "a short request changes nothing");
+        assert!(matches!(pool.take(), Next::Job(2)));
+        pool.done(Instant::now() - SLOW);
+        assert!(pool.push(3));
+        assert!(
+            !pool.may_hold_response(),
+            "after a slow request the next may be slow too"
+        );
+        assert!(matches!(pool.take(), Next::Job(3)));
+        assert_eq!(
+            pool.tick_in(),
+            Some(Duration::from_millis(100)),
+            "no need to look every ms"
+        );
+    }
+
+    #[test]
+    fn while_short_requests_run_the_reader_looks_every_millisecond() {
+        let pool = pool_of(1);
+        pool.started();
+        assert!(pool.push(1));
+        assert!(matches!(pool.take(), Next::Job(1)));
+        assert_eq!(pool.tick_in(), Some(HELD_CHECK));
     }
 }

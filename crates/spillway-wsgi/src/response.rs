@@ -316,8 +316,9 @@ fn serve_request(py: Python<'_>, ctx: &Ctx, job: Job) {
         }
     }
     put(&Frame::ResponseEnd { stream: id }, &mut out.pending);
-    out.flush(py);
+    let last = out.pending.split();
     drop(out);
+    ctx.link.write_end(py, &last, ctx.pool.may_hold_response());
     ctx.link.remove(id);
 }
 
