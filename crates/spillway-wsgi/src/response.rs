@@ -38,12 +38,25 @@ struct Out {
     link: Arc<Link>,
     /// HEAD request: the body is produced (side effects stay) but never sent.
     discard_body: bool,
+    /// The application's `Content-Length`, if it gave one.
+    declared: Option<u64>,
+    /// Body bytes produced so far.
+    produced: u64,
 }
 
 /// The client went away; stop producing output.
 struct Cancelled;
 
 impl Out {
+    /// Whether `n` more bytes complete the body the application declared: the iterable
+    /// then has nothing left to stream, and its last chunk can go with the response's end
+    /// in one write instead of two (Flask and most frameworks return an iterator, not a
+    /// list, even for a body they hold whole).
+    fn completes_declared(&self, n: usize) -> bool {
+        self.declared
+            .is_some_and(|d| self.produced.saturating_add(n as u64) >= d)
+    }
+
     fn flush(&mut self, py: Python<'_>) {
         if !self.pending.is_empty() {
             let buf = self.pending.split();
@@ -83,6 +96,7 @@ impl Out {
         if data.is_empty() {
             return Ok(Ok(()));
         }
+        self.produced = self.produced.saturating_add(data.len() as u64);
         if !self.head_sent {
             self.encode_head(status)?;
         }
@@ -157,6 +171,14 @@ fn header_bytes(s: &Bound<'_, PyAny>, what: &str) -> PyResult<Bytes> {
     Ok(Bytes::copy_from_slice(bytes.as_bytes()))
 }
 
+/// The `Content-Length` among the application's headers, if one parses.
+fn declared_length(headers: &[(Bytes, Bytes)]) -> Option<u64> {
+    let (_, v) = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(b"content-length"))?;
+    std::str::from_utf8(v).ok()?.trim().parse().ok()
+}
+
 fn parse_headers(headers: &Bound<'_, PyAny>) -> PyResult<Vec<(Bytes, Bytes)>> {
     let mut out = Vec::new();
     let mut limits = crate::head::HeaderBudget::default();
@@ -210,6 +232,7 @@ impl Responder {
             let me = slf.get();
             let mut out = me.out();
             out.status = Some(code);
+            out.declared = declared_length(&headers);
             out.headers = headers;
         }
         slf.getattr(intern!(slf.py(), "write"))
@@ -261,6 +284,8 @@ fn serve_request(py: Python<'_>, ctx: &Ctx, job: Job) {
         stream: stream.clone(),
         link: ctx.link.clone(),
         discard_body: head.method.as_ref() == b"HEAD",
+        declared: None,
+        produced: 0,
     };
     let responder = match Bound::new(
         py,
@@ -420,7 +445,9 @@ fn iterate(
                 item.get_type()
             ))
         })?;
-        if let Err(Cancelled) = r.out().emit(py, bytes.as_bytes(), flush_each)? {
+        let mut out = r.out();
+        let flush = flush_each && !out.completes_declared(bytes.as_bytes().len());
+        if let Err(Cancelled) = out.emit(py, bytes.as_bytes(), flush)? {
             return Ok(Outcome::Cancelled);
         }
     }
