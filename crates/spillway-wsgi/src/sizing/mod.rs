@@ -424,7 +424,11 @@ impl Sizing {
         // a window counts whole or missing waves of completions.
         let service = w.rate(self.target, now).service;
         let waves = (service * WAVES).min(WINDOW_MAX);
-        let complete = (elapsed >= WINDOW_MIN.max(waves) && w.counted(now, first_look))
+        // A first look at a slow application needs only `WAVES` completions per thread:
+        // at one thread and 100 ms a request, `EARLY_MIN` took most of a second.
+        let first_waves = first_look && w.count() >= u32::from(self.target) * WAVES;
+        let complete = (elapsed >= WINDOW_MIN.max(waves)
+            && (w.counted(now, first_look) || first_waves))
             || (elapsed >= WINDOW_EARLY.max(service) && w.count() >= EARLY_MIN && clear_gain)
             || (elapsed >= WINDOW_MAX && w.count() > 0);
         if !complete {
