@@ -167,18 +167,6 @@ impl Answer {
     }
 }
 
-/// One warning line a second at most for clients whose request bodies break the framing
-/// rules or stall: their doing, and a client must not be able to flood the log.
-pub(crate) fn client_body_error(client: &str, answer: Answer, why: &str) {
-    static LAST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    if LAST.swap(now, std::sync::atomic::Ordering::Relaxed) != now {
-        tracing::warn!(client, status = answer.status(), error = %answer, why, "request body refused (logged at most once a second)");
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -323,14 +323,14 @@ fn python_thread(ctx: &Arc<Ctx>) {
             // GIL for it.
             let job = match ctx.pool.try_take() {
                 Some(job) => job,
-                None => match {
+                None => {
                     // Responses held back for a next request that another thread took.
                     ctx.link.release_held(py);
-                    gil::detach(py, || ctx.pool.take())
-                } {
-                    pool::Next::Job(job) => job,
-                    pool::Next::Exit => break,
-                },
+                    match gil::detach(py, || ctx.pool.take()) {
+                        pool::Next::Job(job) => job,
+                        pool::Next::Exit => break,
+                    }
+                }
             };
             // Every request's service time feeds the sizing (one clock read each way).
             let started = Instant::now();

@@ -323,7 +323,7 @@ impl Exchange {
             Stall::Silent => "no request-body bytes within --body-timeout",
             Stall::TooSlow => "request body slower than --body-min-rate",
         };
-        crate::error::client_body_error(client, Answer::BodyTimeout, why);
+        crate::telemetry::throttle::client_body_refused(client, Answer::BodyTimeout, why);
         Answer::BodyTimeout
     }
 

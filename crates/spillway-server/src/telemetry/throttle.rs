@@ -5,6 +5,8 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::error::Answer;
+
 /// One kind of log line, written at most once per `period`.
 pub(crate) struct Throttle {
     period: Duration,
@@ -39,6 +41,22 @@ impl Throttle {
         }
         s.last = Some(now);
         Some(std::mem::take(&mut s.suppressed))
+    }
+}
+
+/// Logs a request body refused to a client (broken, too slow, over a limit): one WARN line
+/// a second at most, with how many were left out, since a client can cause these at will.
+pub(crate) fn client_body_refused(client: &str, answer: Answer, why: &str) {
+    static BODY_REFUSED: Throttle = Throttle::new(Duration::from_secs(1));
+    if let Some(left_out) = BODY_REFUSED.allow() {
+        tracing::warn!(
+            client,
+            status = answer.status(),
+            error = %answer,
+            why,
+            left_out,
+            "request body refused"
+        );
     }
 }
 

@@ -139,3 +139,36 @@ fn startup_logs_listener_and_backlog() {
     }
     assert_eq!(srv.get("/").status, 200);
 }
+
+#[test]
+fn workers_run_under_sched_batch_unless_told_normal() {
+    let batch = Spillway::new("apps/scheduling.py:app").start();
+    let res = batch.get("/");
+    assert_eq!((res.status, res.text().as_str()), (200, "batch"), "{res}");
+    let front = std::fs::read_to_string(format!("/proc/{}/stat", batch.pid)).unwrap();
+    // Field 41 (policy), counted after the command name's closing parenthesis.
+    let policy = front[front.rfind(')').unwrap() + 2..]
+        .split(' ')
+        .nth(38)
+        .unwrap()
+        .to_string();
+    assert_eq!(policy, "0", "the front keeps the default policy");
+    drop(batch);
+    let normal = Spillway::new("apps/scheduling.py:app")
+        .args(["--worker-scheduling", "normal"])
+        .start();
+    let res = normal.get("/");
+    assert_eq!((res.status, res.text().as_str()), (200, "other"), "{res}");
+}
+
+#[test]
+fn an_unknown_worker_scheduling_is_refused_naming_what_is_allowed() {
+    let out = Spillway::new("apps/scheduling.py:app")
+        .args(["--worker-scheduling", "realtime"])
+        .run();
+    crate::cli::one_line_naming(&out, "--worker-scheduling");
+    assert!(
+        out.stderr.contains("batch") && out.stderr.contains("normal"),
+        "{out}"
+    );
+}

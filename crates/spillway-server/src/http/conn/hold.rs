@@ -11,9 +11,10 @@ use tokio::io::AsyncRead;
 use super::buffer::Buffered;
 use super::read_more;
 use crate::admission::dispatch::Exchange;
-use crate::error::{client_body_error, Answer};
+use crate::error::Answer;
 use crate::h1::body::{BodyDecoder, Piece};
 use crate::h1::head::Framing;
+use crate::telemetry::throttle::client_body_refused;
 
 /// Where a request body comes from: a protocol's framing.
 pub(super) trait BodySource {
@@ -72,12 +73,12 @@ pub(super) async fn hold<B: BodySource>(
             Ok(Ok(Some(d))) => d,
             Ok(Ok(None)) => break,
             Ok(Err(Some(answer))) => {
-                client_body_error(client, answer, "broken request body");
+                client_body_refused(client, answer, "broken request body");
                 return Err(Some(answer));
             }
             Ok(Err(None)) => return Err(None),
             Err(_) => {
-                client_body_error(
+                client_body_refused(
                     client,
                     Answer::BodyTimeout,
                     "no bytes within --body-timeout",
