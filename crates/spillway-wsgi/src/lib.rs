@@ -235,6 +235,8 @@ struct Report {
     logged: Option<Instant>,
     /// Changes not yet logged (logging is at most once a second per worker and rule).
     log: sizing::ChangeLog,
+    /// The thread count last reported.
+    threads: Option<u16>,
 }
 
 impl Report {
@@ -270,9 +272,13 @@ impl Report {
             );
             self.logged = Some(Instant::now());
         }
-        if !(changed || due && snap.busy > 0) {
+        // Threads leaving an idle pool (shrunk, or idle past --thread-idle-timeout) are news
+        // too: without it the front showed a pool that had long shrunk.
+        let moved = self.threads != Some(snap.threads);
+        if !(changed || moved || due && snap.busy > 0) {
             return;
         }
+        self.threads = Some(snap.threads);
         let (rule, reason) = snap
             .last
             .as_ref()
