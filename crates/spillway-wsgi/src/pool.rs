@@ -53,6 +53,13 @@ struct State<J> {
     backlog_since: Option<Instant>,
 }
 
+impl<J> State<J> {
+    /// No request took [`SLOW`] within [`SLOW_MEMORY`]: the next is likely short too.
+    fn short_lately(&self) -> bool {
+        self.slow_at.is_none_or(|t| t.elapsed() >= SLOW_MEMORY)
+    }
+}
+
 /// The thread pool of one worker.
 pub(crate) struct Pool<J> {
     state: Mutex<State<J>>,
@@ -141,7 +148,7 @@ impl<J> Pool<J> {
     /// delays what is held back by its duration, once: then holding back stops.)
     pub fn may_hold_response(&self) -> bool {
         let st = self.lock();
-        !st.jobs.is_empty() && st.slow_at.is_none_or(|t| t.elapsed() >= SLOW_MEMORY)
+        !st.jobs.is_empty() && st.short_lately()
     }
 
     /// Waits (without the GIL) for the next request, or for a reason to leave.
@@ -290,7 +297,7 @@ impl<J> Pool<J> {
         if st.backlog_since.is_some() {
             return Some(Duration::from_millis(5));
         }
-        if st.busy > 0 && st.slow_at.is_none_or(|t| t.elapsed() >= SLOW_MEMORY) {
+        if st.busy > 0 && st.short_lately() {
             // A thread may hold back finished responses and then meet an unexpectedly
             // slow request: the reader sends them on within about a millisecond.
             return Some(HELD_CHECK);

@@ -398,10 +398,10 @@ fn call_app(
     let environ = environ::build(py, ctx, head, input)?;
     let start_response = responder.getattr(intern!(py, "start_response"))?;
     let result = ctx.app.bind(py).call1((environ, start_response));
-    leave_if_forked(ctx);
+    leave_if_forked();
     let result = result?;
     let iterated = iterate(py, responder, &result);
-    leave_if_forked(ctx);
+    leave_if_forked();
     // A list or tuple has no close(); asking would raise (and format) an AttributeError
     // per request on Pythons before 3.13.
     let plain = result.is_exact_instance_of::<PyList>() || result.is_exact_instance_of::<PyTuple>();
@@ -461,7 +461,7 @@ fn iterate(
 /// application into this worker's machinery: it must not answer on the worker's socket,
 /// and it has none of the worker's threads to wait for. It leaves at once. (Checked with a
 /// flag set in the fork's child rather than `getpid()`: that was two syscalls per request.)
-fn leave_if_forked(_ctx: &Ctx) {
+fn leave_if_forked() {
     if crate::forked::in_child() {
         // SAFETY: _exit ends this (forked) process without running the parent's atexit
         // handlers or flushing buffers that belong to the parent.
