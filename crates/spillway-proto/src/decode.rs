@@ -152,7 +152,7 @@ fn decode_frame(mut frame: Bytes) -> Result<Frame, FrameError> {
     let stream = frame.get_u32_le();
     let control = matches!(
         kind,
-        Kind::Hello | Kind::Ready | Kind::Shutdown | Kind::Stats | Kind::Backlog
+        Kind::Hello | Kind::Ready | Kind::Shutdown | Kind::Stats | Kind::Backlog | Kind::Served
     );
     if control != (stream == 0) {
         return Err(FrameError::BadStream { kind, stream });
@@ -177,6 +177,7 @@ fn decode_frame(mut frame: Bytes) -> Result<Frame, FrameError> {
             waiting: p.u32()?,
             oldest_ms: p.u32()?,
         },
+        Kind::Served => Frame::Served { requests: p.u64()? },
         Kind::Stats => Frame::Stats(Box::new(WorkerStats {
             threads: p.u16()?,
             target: p.u16()?,
@@ -321,6 +322,7 @@ mod tests {
                 waiting: 12,
                 oldest_ms: 40,
             },
+            Frame::Served { requests: 1 << 40 },
             Frame::Stats(Box::new(WorkerStats {
                 threads: 9,
                 target: 12,

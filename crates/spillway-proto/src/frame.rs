@@ -16,6 +16,8 @@ pub enum Kind {
     Stats = 0x04,
     /// front → worker: requests are waiting in the front's queue.
     Backlog = 0x05,
+    /// front → worker: requests all workers have finished so far.
+    Served = 0x06,
     /// front → worker: a new request.
     RequestHead = 0x10,
     /// front → worker: request body bytes.
@@ -48,6 +50,7 @@ impl Kind {
             0x03 => Kind::Shutdown,
             0x04 => Kind::Stats,
             0x05 => Kind::Backlog,
+            0x06 => Kind::Served,
             0x10 => Kind::RequestHead,
             0x11 => Kind::RequestBody,
             0x12 => Kind::RequestEnd,
@@ -225,6 +228,14 @@ pub enum Frame {
         /// How long the oldest has waited, in milliseconds.
         oldest_ms: u32,
     },
+    /// front → worker: requests all the front's workers have finished since it started
+    /// (this one's included). A worker's own throughput can rise by taking work from the
+    /// others (a share of a lock they all contend for); this count says whether the
+    /// whole rose.
+    Served {
+        /// Requests finished, a count that only grows.
+        requests: u64,
+    },
     /// front → worker: a new request on `stream`.
     RequestHead {
         /// Request id.
@@ -304,6 +315,7 @@ impl Frame {
             Frame::Shutdown => Kind::Shutdown,
             Frame::Stats(_) => Kind::Stats,
             Frame::Backlog { .. } => Kind::Backlog,
+            Frame::Served { .. } => Kind::Served,
             Frame::RequestHead { .. } => Kind::RequestHead,
             Frame::RequestBody { .. } => Kind::RequestBody,
             Frame::RequestEnd { .. } => Kind::RequestEnd,
@@ -325,7 +337,8 @@ impl Frame {
             | Frame::Ready { .. }
             | Frame::Shutdown
             | Frame::Stats(_)
-            | Frame::Backlog { .. } => 0,
+            | Frame::Backlog { .. }
+            | Frame::Served { .. } => 0,
             Frame::RequestHead { stream, .. }
             | Frame::RequestBody { stream, .. }
             | Frame::RequestEnd { stream }

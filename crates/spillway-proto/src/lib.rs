@@ -30,7 +30,7 @@ pub use frame::{
 };
 
 /// Version of this protocol; a front refuses a worker that speaks another one.
-pub const PROTOCOL_VERSION: u16 = 4;
+pub const PROTOCOL_VERSION: u16 = 5;
 
 /// Magic bytes at the start of the `Hello` payload, to catch a stray process on the socket.
 pub const HELLO_MAGIC: &[u8; 4] = b"SPWY";

@@ -51,6 +51,8 @@ struct State<J> {
     /// Since when the oldest request in the front's queue has waited (every worker is
     /// full), as the front last said.
     backlog_since: Option<Instant>,
+    /// The front's count of requests all workers finished, and when it arrived.
+    all_served: Option<(u64, Instant)>,
 }
 
 impl<J> State<J> {
@@ -98,6 +100,7 @@ impl<J> Pool<J> {
                 closed: false,
                 changed: None,
                 backlog_since: None,
+                all_served: None,
             }),
             work: Condvar::new(),
             requests: AtomicU64::new(0),
@@ -247,15 +250,21 @@ impl<J> Pool<J> {
         self.lock().backlog_since = (waiting > 0).then(|| Instant::now() - oldest);
     }
 
+    /// The front's count of requests all workers finished.
+    pub fn served_all(&self, requests: u64) {
+        self.lock().all_served = Some((requests, Instant::now()));
+    }
+
     /// Measures, decides, and returns how many threads to start.
     pub fn tick(&self, front_full: bool, measure: impl FnOnce() -> Measured) -> u16 {
         let now = Instant::now();
-        let (busy, oldest_wait, since_done) = {
+        let (busy, oldest_wait, since_done, all_served) = {
             let st = self.lock();
             // A request waits here, or in the front (sent to no worker: all are full).
             let here = st.jobs.front().map(|(_, t)| now.duration_since(*t));
             let there = st.backlog_since.map(|t| now.duration_since(t));
-            (st.busy, here.max(there), now.duration_since(st.last_done))
+            let done = now.duration_since(st.last_done);
+            (st.busy, here.max(there), done, st.all_served)
         };
         let Measured {
             cpu,
@@ -273,6 +282,7 @@ impl<J> Pool<J> {
             cpu,
             host_busy,
             gil_wait,
+            all_served,
         };
         let mut st = self.lock();
         match st.sizing.decide(&sample) {

@@ -90,7 +90,7 @@ fn read_loop(mut sock: UnixStream, out: &Out) {
                 Frame::ResponseCredit { stream, bytes } => (stream, Input::Credit(bytes)),
                 Frame::Shutdown => std::process::exit(0),
                 // A real worker grows on it; the fake one has a fixed pool.
-                Frame::Backlog { .. } => continue,
+                Frame::Backlog { .. } | Frame::Served { .. } => continue,
                 other => panic!("unexpected frame from the front: {other:?}"),
             };
             if let Some(tx) = streams.get(&stream) {

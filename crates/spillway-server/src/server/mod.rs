@@ -329,6 +329,7 @@ impl Running {
             workers.clone(),
             sup.clone(),
         )));
+        side_tasks.push(tokio::spawn(crate::workers::served::run(sup.clone())));
         if let Some(l) = bound.agent {
             side_tasks.push(tokio::spawn(agent::serve(l, state.clone())));
         }

@@ -3,5 +3,6 @@
 //! (`backlog`).
 
 pub mod backlog;
+pub mod served;
 pub mod spawn;
 pub mod supervisor;

@@ -13,6 +13,18 @@ pub(crate) struct Rate {
     pub throughput: f64,
     /// Mean time a request held its thread.
     pub service: Duration,
+    /// This worker's and all the front's workers' completions per second over the part of
+    /// the window the front's count covers, if it reported it.
+    pub all: Option<Shared>,
+}
+
+/// Completions per second over one span: this worker's, and all workers' by the front's
+/// count. (Both over the same span: completions come in bursts, and a worker's rate over
+/// its whole window beside all workers' over part of it compares two different things.)
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Shared {
+    pub own: f64,
+    pub all: f64,
 }
 
 /// The measurement of the current level under way.
@@ -32,7 +44,14 @@ pub(super) struct Window {
     /// Ticks seen, and how many of them found requests waiting.
     ticks: u32,
     waiting: u32,
+    /// The front's count of requests all workers finished, first and last heard in the
+    /// window, with when each arrived and this worker's count then.
+    all_first: Option<(u64, Instant, u32)>,
+    all_last: Option<(u64, Instant, u32)>,
 }
+
+/// Shortest span of the front's count that gives a rate (it arrives every 20 ms).
+const ALL_SPAN_MIN: Duration = Duration::from_millis(60);
 
 impl Window {
     pub fn new(since: Instant) -> Window {
@@ -44,6 +63,8 @@ impl Window {
             early_at: None,
             ticks: 0,
             waiting: 0,
+            all_first: None,
+            all_last: None,
         }
     }
 }
@@ -67,6 +88,16 @@ impl Window {
     pub fn tick(&mut self, waiting: bool) {
         self.ticks += 1;
         self.waiting += u32::from(waiting);
+    }
+
+    /// The front's count of requests all workers finished, as last heard, and when.
+    pub fn all(&mut self, heard: Option<(u64, Instant)>) {
+        let Some((n, at)) = heard else { return };
+        if at < self.since || self.all_last.is_some_and(|(_, last, _)| last == at) {
+            return;
+        }
+        self.all_first.get_or_insert((n, at, self.done));
+        self.all_last = Some((n, at, self.done));
     }
 
     /// Requests waited at half the ticks or more.
@@ -98,12 +129,24 @@ impl Window {
         now.saturating_duration_since(self.since)
     }
 
+    /// This worker's and all workers' completions per second between the first and last
+    /// count heard.
+    fn all_rate(&self) -> Option<Shared> {
+        let ((n0, t0, own0), (n1, t1, own1)) = (self.all_first?, self.all_last?);
+        let span = t1.saturating_duration_since(t0);
+        (span >= ALL_SPAN_MIN && n1 >= n0).then(|| Shared {
+            own: f64::from(own1.saturating_sub(own0)) / span.as_secs_f64(),
+            all: (n1 - n0) as f64 / span.as_secs_f64(),
+        })
+    }
+
     /// The window's measurement of `threads` (at least one completion).
     pub fn rate(&self, threads: u16, now: Instant) -> Rate {
         Rate {
             threads,
             throughput: self.throughput(now),
             service: self.service / self.done.max(1),
+            all: self.all_rate(),
         }
     }
 }

@@ -18,7 +18,7 @@
 //! * **Probe up** while requests wait (in the worker, or in the front's queue while every
 //!   worker is full) and every thread is busy: T grows by half (doubling below 16). A
 //!   step that paid while requests still wait is followed by the next at once, measured
-//!   against the step's own window.
+//!   against the step's own window, and doubles if the step scaled almost perfectly.
 //! * **Keep the step only if it paid**: the new level must complete at least
 //!   `GAIN_MIN` of the gain perfect scaling would give (T'/T), over the best (smoothed)
 //!   throughput measured at T or fewer threads, so one unlucky window at T does not make
@@ -29,7 +29,11 @@
 //!   completions rise with the threads; one that waits on contention (a SQLite file lock, a
 //!   5-connection pool, an application lock) raises S in proportion and completions stay:
 //!   by Little's law, more in flight at the same throughput is only queueing inside the
-//!   application. A failed step goes
+//!   application. Workers that share a resource (one SQLite file, one remote service, the
+//!   clients themselves) make a worker's own count misleading: a bigger pool takes a
+//!   bigger share from the other workers and completes more while they complete less. So
+//!   a change counts only as far as the front's count of all workers' completions
+//!   (`Served`, every 20 ms) moved the same way (see `verdicts::counted`). A failed step goes
 //!   back to T and holds there for `HOLD_FIRST`, doubling to `HOLD_MAX` while probes keep
 //!   failing; meanwhile excess requests wait in the front's queue (fair, visible, with
 //!   deadlines and 503 + Retry-After).
@@ -67,6 +71,8 @@ use std::time::{Duration, Instant};
 mod changelog;
 mod measure;
 #[cfg(test)]
+mod shared_tests;
+#[cfg(test)]
 mod tests;
 mod verdicts;
 
@@ -97,8 +103,9 @@ const WINDOW_MAX: Duration = Duration::from_secs(2);
 /// Share of the perfect-scaling gain a step must deliver to be kept.
 const GAIN_MIN: f64 = 0.2;
 /// A step whose time per request rose by less than this share of what queueing inside the
-/// application would add (T'/T - 1) is kept while requests wait, whatever the noise in
-/// throughput: by Little's law its extra threads then carry requests, not a queue.
+/// application would add (T'/T - 1) is kept if its throughput did not fall, whatever the
+/// noise in it or the demand left: by Little's law its extra threads carry requests, not a
+/// queue.
 const SERVICE_RISE_MAX: f64 = 0.25;
 /// Share of the throughput a smaller pool may lose and still be kept.
 const LOSS_MAX: f64 = 0.05;
@@ -177,6 +184,8 @@ pub(crate) struct Sample {
     pub host_busy: f64,
     /// Average time a thread waited to take the GIL.
     pub gil_wait: Duration,
+    /// The front's count of requests all its workers finished, as last heard, and when.
+    pub all_served: Option<(u64, Instant)>,
 }
 
 /// The rule behind a decision, named in the log and in `/status`.
@@ -253,6 +262,10 @@ pub(crate) struct Sizing {
     hold: Duration,
     /// A probe up failed at this level: the next probe goes down.
     plateau: bool,
+    /// The step just kept scaled almost perfectly (`CLEAR_GAIN` of it): the climb from it
+    /// doubles, however large the pool (a scalable wait of 100 ms reaches 128 threads in
+    /// seven steps instead of nine).
+    scaled: bool,
     known: Known,
     /// Since when threads went unused, and the most that were busy meanwhile.
     unused: Option<(Instant, f64)>,
@@ -275,6 +288,7 @@ impl Sizing {
             hold_until: now,
             hold: HOLD_FIRST,
             plateau: false,
+            scaled: false,
             known: Known::default(),
             unused: None,
             last: None,
@@ -373,6 +387,7 @@ impl Sizing {
         }
         let waiting = s.oldest_wait.is_some_and(|w| w >= GROW_WAIT);
         self.window.tick(waiting);
+        self.window.all(s.all_served);
         if let Some(d) = self.stalled(s, waiting) {
             return Some(d);
         }
@@ -383,10 +398,12 @@ impl Sizing {
             Phase::Up { from } => {
                 let d = self.judge_up(from, rate, mostly_waiting, s.now);
                 if d.rule != Rule::Gain || !mostly_waiting {
+                    self.scaled = false;
                     return Some(d);
                 }
                 // It paid and requests still wait: climb on from the count just measured.
                 let next = self.settled(rate, s, mostly_waiting, busy_avg);
+                self.scaled = false;
                 Some(next.map_or(d.clone(), |n| Decision {
                     why: format!("{}; {}", d.why, n.why),
                     ..n
@@ -474,7 +491,12 @@ impl Sizing {
                     tracing::debug!("no growth: {veto}");
                     return None;
                 }
-                let to = step_up(t).min(self.limits.max);
+                let to = if self.scaled {
+                    t.saturating_mul(2)
+                } else {
+                    step_up(t)
+                };
+                let to = to.min(self.limits.max);
                 self.phase = Phase::Up { from: rate };
                 let why = format!(
                     "requests waited {:.1} ms with all {t} threads busy ({}); trying {to}",
@@ -497,6 +519,9 @@ impl Sizing {
         }
         let to = ((peak * 2.0).ceil() as u16).clamp(self.floor(), t);
         if to >= t {
+            // A peak from the load's last second (a window that straddled a drop) says
+            // nothing of the next: look at a fresh second.
+            self.unused = Some((s.now, busy_avg));
             return None;
         }
         self.phase = Phase::Settled;

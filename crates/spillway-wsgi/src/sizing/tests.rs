@@ -126,6 +126,7 @@ impl Sim {
                 cpu: (shape.cpu)(busy),
                 host_busy: 0.3,
                 gil_wait: Duration::ZERO,
+                all_served: None,
             };
             if let Some(d) = self.sizing.decide(&sample) {
                 self.decisions.push(d);
@@ -338,6 +339,7 @@ fn sample(now: Instant, busy: u16, wait_ms: u64, cpu: f64) -> Sample {
         cpu,
         host_busy: 0.3,
         gil_wait: Duration::ZERO,
+        all_served: None,
     }
 }
 

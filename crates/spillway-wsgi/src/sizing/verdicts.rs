@@ -24,18 +24,20 @@ impl Sizing {
         } else {
             from.throughput
         };
-        let after = rate.throughput;
+        let (after, taken) = counted(before, rate.throughput, &from, &rate);
         let gain = after / before.max(1e-9);
         // The gain must also stand out of the noise between windows at one count (but a
         // step that delivers half of perfect scaling always counts).
         let noise = (2.0 * self.known.noise()).min(0.5 * (ideal - 1.0));
         let clear = gain >= 1.0 + (GAIN_MIN * (ideal - 1.0)).max(noise);
         // An application whose requests are of very different lengths (fast ones beside
-        // slow ones) has throughput too noisy for a step to stand out; its time per request
-        // tells: it stays flat when the extra threads serve requests, and rises in
-        // proportion when they only queue for a lock, a connection or the GIL.
-        let flat = saturated
-            && gain >= 1.0
+        // slow ones) has throughput too noisy for a step to stand out, and a step that met
+        // the demand (the queue emptied) cannot deliver what perfect scaling would; the time
+        // per request tells: it stays flat when the extra threads serve requests, and rises
+        // in proportion when they only queue for a lock, a connection or the GIL (which
+        // also empties the front's queue, into the application).
+        let flat = gain >= 1.0
+            && taken.is_none()
             && rate.service.as_secs_f64()
                 <= from.service.as_secs_f64() * (1.0 + SERVICE_RISE_MAX * (ideal - 1.0));
         if clear || flat {
@@ -49,7 +51,9 @@ impl Sizing {
                 ms(rate.service),
                 if saturated { "" } else { "; no request waits any more" }
             );
-            return self.set(t, now, Rule::Gain, why);
+            let d = self.set(t, now, Rule::Gain, why);
+            self.scaled = gain >= 1.0 + CLEAR_GAIN * (ideal - 1.0);
+            return d;
         }
         // A verdict on a window where the queue emptied (demand met, or the load left) says
         // nothing of the curve: no plateau, and the hold does not grow.
@@ -60,10 +64,11 @@ impl Sizing {
             self.hold = (hold * 2).min(HOLD_MAX);
         }
         let why = format!(
-            "{t} threads added no throughput: {before:.0} -> {after:.0} req/s ({:+.0}%; {:+.0}% if it scaled, noise ±{:.0}%) while time per request went {:.1} -> {:.1} ms (the extra requests only queue inside the application); back to {}, next try in {:.0} s",
+            "{t} threads added no throughput: {before:.0} -> {after:.0} req/s ({:+.0}%; {:+.0}% if it scaled, noise ±{:.0}%){} while time per request went {:.1} -> {:.1} ms (the extra requests only queue inside the application); back to {}, next try in {:.0} s",
             (gain - 1.0) * 100.0,
             (ideal - 1.0) * 100.0,
             self.known.noise() * 100.0,
+            taken.unwrap_or_default(),
             ms(from.service),
             ms(rate.service),
             from.threads,
@@ -88,13 +93,13 @@ impl Sizing {
             x if x > 0.0 => x,
             _ => from.throughput,
         };
+        let (after, taken) = counted(before, rate.throughput, &from, &rate);
         // A loss that does not stand out of the noise is no loss: fewer threads then.
-        if rate.throughput >= (1.0 - LOSS_MAX.max(self.known.noise()).min(LOSS_NOISY_MAX)) * before
-        {
+        if after >= (1.0 - LOSS_MAX.max(self.known.noise()).min(LOSS_NOISY_MAX)) * before {
             let why = format!(
-                "{t} threads complete as much as {}: {before:.0} -> {:.0} req/s, {:.1} -> {:.1} ms per request; staying at {t}, next try in {:.0} s",
+                "{t} threads complete as much as {}: {before:.0} -> {after:.0} req/s{}, {:.1} -> {:.1} ms per request; staying at {t}, next try in {:.0} s",
                 from.threads,
-                rate.throughput,
+                taken.unwrap_or_default(),
                 ms(from.service),
                 ms(rate.service),
                 hold.as_secs_f64()
@@ -103,8 +108,7 @@ impl Sizing {
         }
         self.plateau = false;
         let why = format!(
-            "{t} threads lost throughput: {before:.0} -> {:.0} req/s; back to {}, next try in {:.0} s",
-            rate.throughput,
+            "{t} threads lost throughput: {before:.0} -> {after:.0} req/s; back to {}, next try in {:.0} s",
             from.threads,
             hold.as_secs_f64()
         );
@@ -194,4 +198,35 @@ impl Sizing {
         );
         Some(self.set(to, s.now, Rule::GilContention, why))
     }
+}
+
+/// What a step changed in this worker's throughput (`before` -> `own`), counting only what
+/// also shows in all workers' (when the front reported it): a worker that takes a bigger
+/// share of a lock, a file or the clients that all workers contend for completes more
+/// while the others complete less, and the whole stays. Over the span the front's count
+/// covers, a change counts in full while all workers' moved by at least half as much as
+/// this worker's, the same way (the others' own changes are noise), and in proportion
+/// below. Returns the throughput to judge by, and what to add to the verdict when the
+/// others' change cancelled some of it.
+fn counted(before: f64, own: f64, from: &Rate, rate: &Rate) -> (f64, Option<String>) {
+    let (Some(a), Some(b)) = (from.all, rate.all) else {
+        return (own, None);
+    };
+    let delta = own - before;
+    let delta_own = b.own - a.own;
+    let delta_all = b.all - a.all;
+    // Over the span the step did not move this worker the same way: nothing to compare.
+    if delta * delta_own <= 0.0 {
+        return (own, None);
+    }
+    let shown = (2.0 * delta_all / delta_own).clamp(0.0, 1.0);
+    if shown >= 1.0 {
+        return (own, None);
+    }
+    let after = before + shown * delta;
+    let why = format!(
+        " (it completed {own:.0}, but all workers together {:.0} -> {:.0} req/s while this one {:.0} -> {:.0}: the rest came from or went to the others)",
+        a.all, b.all, a.own, b.own
+    );
+    (after, Some(why))
 }

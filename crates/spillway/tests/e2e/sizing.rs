@@ -226,3 +226,43 @@ fn a_lock_bound_application_keeps_a_small_pool_and_requests_wait_in_the_front() 
     let w = &st.get("workers").arr()[0];
     assert!(!w.get("sizing").get("rule").s().is_empty(), "{w}");
 }
+
+#[test]
+fn workers_sharing_one_lock_keep_small_pools() {
+    // One file lock for both workers, 20 ms per request: 50 requests/s whatever the
+    // threads. A worker with more threads takes more of the lock and completes more, so its
+    // own numbers say "grow"; the front's count of all workers' completions says the whole
+    // did not rise.
+    let path = std::env::temp_dir().join(format!(
+        "spillway-e2e-shared-lock-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    let srv = Spillway::new("apps/shared_lock.py:app")
+        .env("SHARED_LOCK_PATH", &path)
+        .env("LOCK_MS", "20")
+        .workers(2)
+        .with_admin()
+        .start();
+    let admin = srv.admin();
+    get_ok(srv.addr(), "/");
+    let mut peak = 0;
+    let clients = std::thread::spawn({
+        let addr = srv.addr();
+        move || keep_busy(addr, 40, Duration::from_secs(10))
+    });
+    while !clients.is_finished() {
+        for w in status(admin).get("workers").arr() {
+            peak = peak.max(w.get("threads").u64());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let statuses = clients.join().unwrap_or_default();
+    let _ = std::fs::remove_file(&path);
+    assert!(statuses.iter().all(|&s| s == 200), "{statuses:?}");
+    assert!(
+        peak <= 4,
+        "a worker grew to {peak} threads on a lock both share\n{}",
+        srv.report()
+    );
+}

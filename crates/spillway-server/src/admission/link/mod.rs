@@ -526,6 +526,11 @@ impl WorkerLink {
         });
     }
 
+    /// Tells the worker how many requests all workers have finished.
+    pub(crate) fn served_all(&self, requests: u64) {
+        self.send(&Frame::Served { requests });
+    }
+
     /// Fails every request in flight on this worker (it died): the caller must have
     /// taken the worker out of the pool first, so its claims free nothing.
     fn fail_all(&self) {

@@ -1,0 +1,45 @@
+//! Tells the workers how many requests all of them have finished. A worker sizes its
+//! thread pool by what more threads complete, but its own count can rise by taking work
+//! from the others (a bigger share of a lock or a file they all contend for, or of the
+//! clients' requests); the sum says whether the whole rose.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::workers::supervisor::Supervisor;
+
+/// How often the workers hear the count while requests finish. A worker measures a level
+/// over 200 ms or more and takes the count's arrival times as its clock, so a late report
+/// shortens that window a little but does not skew its rate.
+const EVERY: Duration = Duration::from_millis(20);
+
+/// Runs until aborted: a report every [`EVERY`] while the count moves, none while idle.
+pub(crate) async fn run(sup: Arc<Supervisor>) {
+    let mut total: u64 = 0;
+    let mut sent: u64 = 0;
+    // Each worker's count when last seen: the total only grows, also when a worker with a
+    // large count exits (a plain sum would then fall).
+    let mut seen: HashMap<u32, u64> = HashMap::new();
+    let mut tick = tokio::time::interval(EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let workers = sup.workers();
+        let mut now_seen = HashMap::with_capacity(workers.len());
+        for w in &workers {
+            let n = w.served();
+            let before = seen.get(&w.pid).copied().unwrap_or(0);
+            total += n.saturating_sub(before);
+            now_seen.insert(w.pid, n);
+        }
+        seen = now_seen;
+        if total == sent {
+            continue;
+        }
+        sent = total;
+        for w in &workers {
+            w.served_all(total);
+        }
+    }
+}
