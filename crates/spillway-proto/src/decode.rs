@@ -177,7 +177,10 @@ fn decode_frame(mut frame: Bytes) -> Result<Frame, FrameError> {
             waiting: p.u32()?,
             oldest_ms: p.u32()?,
         },
-        Kind::Served => Frame::Served { requests: p.u64()? },
+        Kind::Served => Frame::Served {
+            requests: p.u64()?,
+            other_threads: p.u32()?,
+        },
         Kind::Stats => Frame::Stats(Box::new(WorkerStats {
             threads: p.u16()?,
             target: p.u16()?,
@@ -322,7 +325,10 @@ mod tests {
                 waiting: 12,
                 oldest_ms: 40,
             },
-            Frame::Served { requests: 1 << 40 },
+            Frame::Served {
+                requests: 1 << 40,
+                other_threads: 96,
+            },
             Frame::Stats(Box::new(WorkerStats {
                 threads: 9,
                 target: 12,

@@ -48,7 +48,13 @@ impl Frame {
                 dst.put_u32_le(*waiting);
                 dst.put_u32_le(*oldest_ms);
             }
-            Frame::Served { requests } => dst.put_u64_le(*requests),
+            Frame::Served {
+                requests,
+                other_threads,
+            } => {
+                dst.put_u64_le(*requests);
+                dst.put_u32_le(*other_threads);
+            }
             Frame::Stats(st) => {
                 for v in [st.threads, st.target, st.busy, st.queued] {
                     dst.put_u16_le(v);

@@ -16,7 +16,7 @@ pub enum Kind {
     Stats = 0x04,
     /// front → worker: requests are waiting in the front's queue.
     Backlog = 0x05,
-    /// front → worker: requests all workers have finished so far.
+    /// front → worker: requests all workers have finished so far, and the others' threads.
     Served = 0x06,
     /// front → worker: a new request.
     RequestHead = 0x10,
@@ -235,6 +235,9 @@ pub enum Frame {
     Served {
         /// Requests finished, a count that only grows.
         requests: u64,
+        /// Threads the other workers run: while they change, the others' throughput
+        /// moves for reasons of their own.
+        other_threads: u32,
     },
     /// front → worker: a new request on `stream`.
     RequestHead {

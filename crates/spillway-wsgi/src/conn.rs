@@ -423,7 +423,10 @@ impl Link {
             Frame::Backlog { waiting, oldest_ms } => {
                 pool.backlog(waiting, std::time::Duration::from_millis(oldest_ms as u64))
             }
-            Frame::Served { requests } => pool.served_all(requests),
+            Frame::Served {
+                requests,
+                other_threads,
+            } => pool.served_all(requests, other_threads),
             Frame::Shutdown => return Ok(Some(ReadEnd::Shutdown)),
             other => {
                 return Err(WorkerError::Protocol(format!(

@@ -10,7 +10,7 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::meter::Measured;
-use crate::sizing::{Decision, Rate, Sample, Sizing, ThreadLimits, GROW_WAIT};
+use crate::sizing::{Decision, Heard, Rate, Sample, Sizing, ThreadLimits, GROW_WAIT};
 
 /// A request this long is slow: after one, finished responses are not held back for
 /// [`SLOW_MEMORY`].
@@ -51,8 +51,9 @@ struct State<J> {
     /// Since when the oldest request in the front's queue has waited (every worker is
     /// full), as the front last said.
     backlog_since: Option<Instant>,
-    /// The front's count of requests all workers finished, and when it arrived.
-    all_served: Option<(u64, Instant)>,
+    /// The front's count of requests all workers finished, when it arrived, and the
+    /// threads the other workers ran then.
+    all_served: Option<Heard>,
 }
 
 impl<J> State<J> {
@@ -250,9 +251,13 @@ impl<J> Pool<J> {
         self.lock().backlog_since = (waiting > 0).then(|| Instant::now() - oldest);
     }
 
-    /// The front's count of requests all workers finished.
-    pub fn served_all(&self, requests: u64) {
-        self.lock().all_served = Some((requests, Instant::now()));
+    /// The front's count of requests all workers finished, and the others' threads.
+    pub fn served_all(&self, requests: u64, other_threads: u32) {
+        self.lock().all_served = Some(Heard {
+            requests,
+            at: Instant::now(),
+            other_threads,
+        });
     }
 
     /// Measures, decides, and returns how many threads to start.

@@ -1,7 +1,8 @@
-//! Tells the workers how many requests all of them have finished. A worker sizes its
-//! thread pool by what more threads complete, but its own count can rise by taking work
-//! from the others (a bigger share of a lock or a file they all contend for, or of the
-//! clients' requests); the sum says whether the whole rose.
+//! Tells the workers how many requests all of them have finished, and how many threads the
+//! others run. A worker sizes its thread pool by what more threads complete, but its own
+//! count can rise by taking work from the others (a bigger share of a lock or a file they
+//! all contend for, or of the clients' requests); the sum says whether the whole rose, as
+//! long as the others' threads stayed the same meanwhile.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -38,8 +39,10 @@ pub(crate) async fn run(sup: Arc<Supervisor>) {
             continue;
         }
         sent = total;
-        for w in &workers {
-            w.served_all(total);
+        let threads: Vec<u32> = workers.iter().map(|w| u32::from(w.threads())).collect();
+        let all: u32 = threads.iter().sum();
+        for (w, own) in workers.iter().zip(threads) {
+            w.served_all(total, all - own);
         }
     }
 }

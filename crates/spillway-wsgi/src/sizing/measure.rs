@@ -25,6 +25,19 @@ pub(crate) struct Rate {
 pub(crate) struct Shared {
     pub own: f64,
     pub all: f64,
+    /// The threads the other workers ran over the span, if that stayed the same (None:
+    /// they changed, and their throughput with them).
+    pub others: Option<u32>,
+}
+
+/// The front's count of requests all workers finished, as a worker heard it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Heard {
+    pub requests: u64,
+    /// When it arrived.
+    pub at: Instant,
+    /// The threads the other workers ran then.
+    pub other_threads: u32,
 }
 
 /// The measurement of the current level under way.
@@ -45,9 +58,11 @@ pub(super) struct Window {
     ticks: u32,
     waiting: u32,
     /// The front's count of requests all workers finished, first and last heard in the
-    /// window, with when each arrived and this worker's count then.
-    all_first: Option<(u64, Instant, u32)>,
-    all_last: Option<(u64, Instant, u32)>,
+    /// window, with this worker's count then; and whether the other workers' threads
+    /// stayed the same in between.
+    all_first: Option<(Heard, u32)>,
+    all_last: Option<(Heard, u32)>,
+    others_steady: bool,
 }
 
 /// Shortest span of the front's count that gives a rate (it arrives every 20 ms).
@@ -65,6 +80,7 @@ impl Window {
             waiting: 0,
             all_first: None,
             all_last: None,
+            others_steady: true,
         }
     }
 }
@@ -90,14 +106,17 @@ impl Window {
         self.waiting += u32::from(waiting);
     }
 
-    /// The front's count of requests all workers finished, as last heard, and when.
-    pub fn all(&mut self, heard: Option<(u64, Instant)>) {
-        let Some((n, at)) = heard else { return };
-        if at < self.since || self.all_last.is_some_and(|(_, last, _)| last == at) {
+    /// The front's count of requests all workers finished, as last heard.
+    pub fn all(&mut self, heard: Option<Heard>) {
+        let Some(h) = heard else { return };
+        if h.at < self.since || self.all_last.is_some_and(|(last, _)| last.at == h.at) {
             return;
         }
-        self.all_first.get_or_insert((n, at, self.done));
-        self.all_last = Some((n, at, self.done));
+        if let Some((last, _)) = self.all_last {
+            self.others_steady &= last.other_threads == h.other_threads;
+        }
+        self.all_first.get_or_insert((h, self.done));
+        self.all_last = Some((h, self.done));
     }
 
     /// Requests waited at half the ticks or more.
@@ -132,11 +151,12 @@ impl Window {
     /// This worker's and all workers' completions per second between the first and last
     /// count heard.
     fn all_rate(&self) -> Option<Shared> {
-        let ((n0, t0, own0), (n1, t1, own1)) = (self.all_first?, self.all_last?);
-        let span = t1.saturating_duration_since(t0);
-        (span >= ALL_SPAN_MIN && n1 >= n0).then(|| Shared {
+        let ((h0, own0), (h1, own1)) = (self.all_first?, self.all_last?);
+        let span = h1.at.saturating_duration_since(h0.at);
+        (span >= ALL_SPAN_MIN && h1.requests >= h0.requests).then(|| Shared {
             own: f64::from(own1.saturating_sub(own0)) / span.as_secs_f64(),
-            all: (n1 - n0) as f64 / span.as_secs_f64(),
+            all: (h1.requests - h0.requests) as f64 / span.as_secs_f64(),
+            others: self.others_steady.then_some(h1.other_threads),
         })
     }
 

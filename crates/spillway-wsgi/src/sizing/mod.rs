@@ -77,7 +77,7 @@ mod tests;
 mod verdicts;
 
 pub(crate) use changelog::ChangeLog;
-pub(crate) use measure::Rate;
+pub(crate) use measure::{Heard, Rate};
 use measure::{Known, Window};
 
 /// Longest a new worker runs one thread waiting for its first request to finish.
@@ -184,8 +184,8 @@ pub(crate) struct Sample {
     pub host_busy: f64,
     /// Average time a thread waited to take the GIL.
     pub gil_wait: Duration,
-    /// The front's count of requests all its workers finished, as last heard, and when.
-    pub all_served: Option<(u64, Instant)>,
+    /// The front's count of requests all its workers finished, as last heard.
+    pub all_served: Option<Heard>,
 }
 
 /// The rule behind a decision, named in the log and in `/status`.
@@ -352,6 +352,10 @@ impl Sizing {
     /// The first request finished: warm start is over.
     pub fn first_request_done(&mut self, now: Instant) -> Option<Decision> {
         self.warm_until.take()?;
+        // The level is measured from here: the window so far spans the import and the
+        // wait for the first request (a throughput of nothing, and then a full window at
+        // 16 requests: two seconds at one thread and 100 ms a request).
+        self.window = Window::new(now);
         let to = self.opened();
         (to != self.target).then(|| {
             self.set(
@@ -375,6 +379,7 @@ impl Sizing {
                 return None;
             }
             self.warm_until = None;
+            self.window = Window::new(s.now);
             let to = self.opened();
             let why = format!("warm start over: {} s passed", SETTLE.as_secs());
             return (to != self.target).then(|| self.set(to, s.now, Rule::WarmStart, why));
@@ -386,6 +391,10 @@ impl Sizing {
             return Some(d);
         }
         let waiting = s.oldest_wait.is_some_and(|w| w >= GROW_WAIT);
+        if s.busy == 0 && s.oldest_wait.is_none() && self.window.count() == 0 {
+            // Idle: the next level's window starts with its first request, not in the lull.
+            self.window = Window::new(s.now);
+        }
         self.window.tick(waiting);
         self.window.all(s.all_served);
         if let Some(d) = self.stalled(s, waiting) {

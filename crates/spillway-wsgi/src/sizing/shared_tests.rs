@@ -29,7 +29,8 @@ fn run_two(front_reports: bool, secs: f64) -> ([u16; 2], String) {
     let mut credit = [0.0f64; 2];
     let mut last_done = [t0; 2];
     let mut total: u64 = 0;
-    let mut heard: Option<(u64, Instant)> = None;
+    // The front's last report: the count, when, and each worker's threads then.
+    let mut heard: Option<(u64, Instant, [u16; 2])> = None;
     let mut peak = [0u16; 2];
     let mut log = Vec::new();
     let ticks = (secs / TICK.as_secs_f64()) as u32;
@@ -50,7 +51,7 @@ fn run_two(front_reports: bool, secs: f64) -> ([u16; 2], String) {
             }
         }
         if front_reports && i % REPORT_EVERY == 0 {
-            heard = Some((total, now));
+            heard = Some((total, now, [pools[0].target(), pools[1].target()]));
         }
         for w in 0..2 {
             let s = Sample {
@@ -63,7 +64,11 @@ fn run_two(front_reports: bool, secs: f64) -> ([u16; 2], String) {
                 cpu: 0.2,
                 host_busy: 0.5,
                 gil_wait: Duration::ZERO,
-                all_served: heard,
+                all_served: heard.map(|(requests, at, threads)| Heard {
+                    requests,
+                    at,
+                    other_threads: u32::from(threads[1 - w]),
+                }),
             };
             if let Some(d) = pools[w].decide(&s) {
                 log.push(format!(

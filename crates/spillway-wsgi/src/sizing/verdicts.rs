@@ -24,7 +24,7 @@ impl Sizing {
         } else {
             from.throughput
         };
-        let (after, taken) = counted(before, rate.throughput, &from, &rate);
+        let (after, taken, confounded) = counted(before, rate.throughput, &from, &rate);
         let gain = after / before.max(1e-9);
         // The gain must also stand out of the noise between windows at one count (but a
         // step that delivers half of perfect scaling always counts).
@@ -55,12 +55,15 @@ impl Sizing {
             self.scaled = gain >= 1.0 + CLEAR_GAIN * (ideal - 1.0);
             return d;
         }
-        // A verdict on a window where the queue emptied (demand met, or the load left) says
-        // nothing of the curve: no plateau, and the hold does not grow.
-        self.plateau = saturated;
+        // A verdict on a window where the queue emptied (demand met, or the load left), or
+        // where the other workers changed their threads while the whole did not follow this
+        // one (which moved the whole?), says nothing of the curve: no plateau, and the hold
+        // does not grow.
+        let telling = saturated && !(confounded && taken.is_some());
+        self.plateau = telling;
         let hold = self.hold;
         self.hold_until = now + hold;
-        if saturated {
+        if telling {
             self.hold = (hold * 2).min(HOLD_MAX);
         }
         let why = format!(
@@ -93,7 +96,12 @@ impl Sizing {
             x if x > 0.0 => x,
             _ => from.throughput,
         };
-        let (after, taken) = counted(before, rate.throughput, &from, &rate);
+        // While the other workers changed their threads, a loss that the whole did not show
+        // may be theirs: only this worker's own numbers count then.
+        let (after, taken) = match counted(before, rate.throughput, &from, &rate) {
+            (_, Some(_), true) => (rate.throughput, None),
+            (after, taken, _) => (after, taken),
+        };
         // A loss that does not stand out of the noise is no loss: fewer threads then.
         if after >= (1.0 - LOSS_MAX.max(self.known.noise()).min(LOSS_NOISY_MAX)) * before {
             let why = format!(
@@ -206,27 +214,37 @@ impl Sizing {
 /// while the others complete less, and the whole stays. Over the span the front's count
 /// covers, a change counts in full while all workers' moved by at least half as much as
 /// this worker's, the same way (the others' own changes are noise), and in proportion
-/// below. Returns the throughput to judge by, and what to add to the verdict when the
-/// others' change cancelled some of it.
-fn counted(before: f64, own: f64, from: &Rate, rate: &Rate) -> (f64, Option<String>) {
+/// below. Returns the throughput to judge by, what to add to the verdict when the
+/// others' change cancelled some of it, and whether the other workers changed their own
+/// threads meanwhile (their throughput then moved for reasons of their own too).
+fn counted(before: f64, own: f64, from: &Rate, rate: &Rate) -> (f64, Option<String>, bool) {
     let (Some(a), Some(b)) = (from.all, rate.all) else {
-        return (own, None);
+        return (own, None, false);
     };
+    let confounded = a.others.is_none() || a.others != b.others;
     let delta = own - before;
     let delta_own = b.own - a.own;
     let delta_all = b.all - a.all;
     // Over the span the step did not move this worker the same way: nothing to compare.
     if delta * delta_own <= 0.0 {
-        return (own, None);
+        return (own, None, confounded);
     }
     let shown = (2.0 * delta_all / delta_own).clamp(0.0, 1.0);
     if shown >= 1.0 {
-        return (own, None);
+        return (own, None, confounded);
     }
     let after = before + shown * delta;
     let why = format!(
-        " (it completed {own:.0}, but all workers together {:.0} -> {:.0} req/s while this one {:.0} -> {:.0}: the rest came from or went to the others)",
-        a.all, b.all, a.own, b.own
+        " (it completed {own:.0}, but all workers together {:.0} -> {:.0} req/s while this one {:.0} -> {:.0}: the rest came from or went to the others{})",
+        a.all,
+        b.all,
+        a.own,
+        b.own,
+        if confounded {
+            ", which changed their own threads meanwhile"
+        } else {
+            ""
+        }
     );
-    (after, Some(why))
+    (after, Some(why), confounded)
 }

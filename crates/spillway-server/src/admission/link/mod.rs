@@ -526,9 +526,18 @@ impl WorkerLink {
         });
     }
 
-    /// Tells the worker how many requests all workers have finished.
-    pub(crate) fn served_all(&self, requests: u64) {
-        self.send(&Frame::Served { requests });
+    /// Tells the worker how many requests all workers have finished, and how many
+    /// threads the others run.
+    pub(crate) fn served_all(&self, requests: u64, other_threads: u32) {
+        self.send(&Frame::Served {
+            requests,
+            other_threads,
+        });
+    }
+
+    /// The Python threads the worker last said it runs (its target).
+    pub(crate) fn threads(&self) -> u16 {
+        lock(&self.capacity).threads
     }
 
     /// Fails every request in flight on this worker (it died): the caller must have
