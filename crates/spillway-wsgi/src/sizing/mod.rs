@@ -33,10 +33,11 @@
 //!   clients themselves) make a worker's own count misleading: a bigger pool takes a
 //!   bigger share from the other workers and completes more while they complete less. So
 //!   a change counts only as far as the front's count of all workers' completions
-//!   (`Served`, every 20 ms) moved the same way (see `verdicts::counted`). A failed step goes
-//!   back to T and holds there for `HOLD_FIRST`, doubling to `HOLD_MAX` while probes keep
-//!   failing; meanwhile excess requests wait in the front's queue (fair, visible, with
-//!   deadlines and 503 + Retry-After).
+//!   (`Served`, every 20 ms) moved the same way, unless the other workers changed their
+//!   own threads meanwhile (the step is then retried soon; see `verdicts::counted`). A
+//!   failed step goes back to T and holds there for `HOLD_FIRST`, doubling to `HOLD_MAX`
+//!   while probes keep failing; meanwhile excess requests wait in the front's queue
+//!   (fair, visible, with deadlines and 503 + Retry-After).
 //! * **Probe down** at a plateau: after an upward probe failed, the next probe removes a
 //!   quarter of the threads and keeps the smaller pool if it completes within `LOSS_MAX` as
 //!   much (fewer threads, the same throughput: less queueing inside the application).
