@@ -339,9 +339,10 @@ fn python_thread(ctx: &Arc<Ctx>) {
                 }
             };
             // Every request's service time feeds the sizing (one clock read each way).
+            let route = sizing::Route::of(&job.head.method, &job.head.path_info);
             let started = Instant::now();
             response::serve(py, ctx, job);
-            let spawn = ctx.pool.done(started);
+            let spawn = ctx.pool.done(started, route);
             if spawn > 0 {
                 if let Err(e) = spawn_threads(ctx, spawn) {
                     tracing::error!(worker = ctx.pid, error = %e, "could not start a Python thread");

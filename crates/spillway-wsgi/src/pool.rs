@@ -10,7 +10,7 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::meter::Measured;
-use crate::sizing::{Decision, Heard, Rate, Sample, Sizing, ThreadLimits, GROW_WAIT};
+use crate::sizing::{Decision, Heard, Rate, Route, Sample, Sizing, ThreadLimits, GROW_WAIT};
 
 /// A request this long is slow: after one, finished responses are not held back for
 /// [`SLOW_MEMORY`].
@@ -203,9 +203,9 @@ impl<J> Pool<J> {
         }
     }
 
-    /// A request that a thread took at `started` finished; returns how many threads to
-    /// start (warm start may just have ended).
-    pub fn done(&self, started: Instant) -> u16 {
+    /// A request of `route` that a thread took at `started` finished; returns how many
+    /// threads to start (warm start may just have ended).
+    pub fn done(&self, started: Instant, route: Route) -> u16 {
         self.requests.fetch_add(1, Ordering::Relaxed);
         let now = Instant::now();
         let mut st = self.lock();
@@ -214,7 +214,7 @@ impl<J> Pool<J> {
         if now.duration_since(started) >= SLOW {
             st.slow_at = Some(now);
         }
-        st.sizing.done(started, now);
+        st.sizing.done(started, now, route);
         match st.sizing.first_request_done(now) {
             Some(d) => self.apply(&mut st, d),
             None => 0,
@@ -371,7 +371,7 @@ mod tests {
     fn worker(pool: Arc<Pool<u32>>, served: Arc<AtomicU64>) {
         while let Next::Job(_) = pool.take() {
             served.fetch_add(1, Ordering::Relaxed);
-            let spawn = pool.done(Instant::now());
+            let spawn = pool.done(Instant::now(), Route::default());
             for _ in 0..spawn {
                 pool.started();
                 let (p, s) = (pool.clone(), served.clone());
@@ -459,11 +459,14 @@ mod tests {
         assert!(pool.push(1));
         assert!(pool.may_hold_response());
         assert!(matches!(pool.take(), Next::Job(1)));
-        pool.done(Instant::now() - Duration::from_micros(100));
+        pool.done(
+            Instant::now() - Duration::from_micros(100),
+            Route::default(),
+        );
         assert!(pool.push(2));
         assert!(pool.may_hold_response(), "a short request changes nothing");
         assert!(matches!(pool.take(), Next::Job(2)));
-        pool.done(Instant::now() - SLOW);
+        pool.done(Instant::now() - SLOW, Route::default());
         assert!(pool.push(3));
         assert!(
             !pool.may_hold_response(),

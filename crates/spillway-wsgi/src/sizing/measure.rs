@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant};
 
+use super::routes::{Route, Routes};
 use super::{EARLY_MIN, MEASURED_MIN, MOVED};
 
 /// What one level (thread count) was measured to do.
@@ -16,6 +17,12 @@ pub(crate) struct Rate {
     /// This worker's and all the front's workers' completions per second over the part of
     /// the window the front's count covers, if it reported it.
     pub all: Option<Shared>,
+    /// Time per request route by route.
+    pub routes: Routes,
+    /// Share of the time threads were busy in the window that its completions account
+    /// for: well below one, threads were held by requests that had not finished (a window
+    /// that missed the long ones).
+    pub accounted: f64,
 }
 
 /// Completions per second over one span: this worker's, and all workers' by the front's
@@ -54,6 +61,10 @@ pub(super) struct Window {
     full_at: Option<Duration>,
     /// The same for the `EARLY_MIN`th.
     early_at: Option<Duration>,
+    routes: Routes,
+    /// Thread-seconds busy since `since`, and the last tick's time and busy threads.
+    busy_secs: f64,
+    last_tick: Option<(Instant, u16)>,
     /// Ticks seen, and how many of them found requests waiting.
     ticks: u32,
     waiting: u32,
@@ -76,6 +87,9 @@ impl Window {
             service: Duration::ZERO,
             full_at: None,
             early_at: None,
+            routes: Routes::default(),
+            busy_secs: 0.0,
+            last_tick: None,
             ticks: 0,
             waiting: 0,
             all_first: None,
@@ -86,11 +100,13 @@ impl Window {
 }
 
 impl Window {
-    /// A request that started at `started` finished at `now`.
-    pub fn done(&mut self, started: Instant, now: Instant) {
+    /// A request of `route` that started at `started` finished at `now`.
+    pub fn done(&mut self, started: Instant, now: Instant, route: Route) {
         if now >= self.since {
+            let held = now.saturating_duration_since(started);
             self.done += 1;
-            self.service += now.saturating_duration_since(started);
+            self.service += held;
+            self.routes.add(route, held.as_secs_f64());
             if self.done == MEASURED_MIN {
                 self.full_at = Some(now - self.since);
             }
@@ -100,8 +116,13 @@ impl Window {
         }
     }
 
-    /// A tick, and whether requests waited at it.
-    pub fn tick(&mut self, waiting: bool) {
+    /// A tick at `now`, the threads busy then, and whether requests waited.
+    pub fn tick(&mut self, now: Instant, busy: u16, waiting: bool) {
+        if let Some((at, was)) = self.last_tick {
+            let span = now.saturating_duration_since(at.max(self.since));
+            self.busy_secs += f64::from(was) * span.as_secs_f64();
+        }
+        self.last_tick = Some((now, busy));
         self.ticks += 1;
         self.waiting += u32::from(waiting);
     }
@@ -167,6 +188,8 @@ impl Window {
             throughput: self.throughput(now),
             service: self.service / self.done.max(1),
             all: self.all_rate(),
+            routes: self.routes,
+            accounted: self.service.as_secs_f64() / self.busy_secs.max(1e-9),
         }
     }
 }

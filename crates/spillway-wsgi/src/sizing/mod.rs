@@ -18,13 +18,18 @@
 //! * **Probe up** while requests wait (in the worker, or in the front's queue while every
 //!   worker is full) and every thread is busy: T grows by half (doubling below 16). A
 //!   step that paid while requests still wait is followed by the next at once, measured
-//!   against the step's own window, and doubles if the step scaled almost perfectly.
+//!   against the step's own window: a double if the step scaled almost perfectly, two
+//!   steps at once after two such steps in a row.
 //! * **Keep the step only if it paid**: the new level must complete at least
 //!   `GAIN_MIN` of the gain perfect scaling would give (T'/T), over the best (smoothed)
 //!   throughput measured at T or fewer threads, so one unlucky window at T does not make
 //!   any probe look like a gain; and by twice the noise between windows at one count (an
 //!   application whose throughput swings, as SQLite's under lock contention, needs a gain
-//!   that stands out of its swings). A loss within the noise is no loss for a probe down. A thread that waits on
+//!   that stands out of its swings). Or, with every thread busy and requests waiting,
+//!   the same requests took as long, route by route (`routes`: at a few threads, fast
+//!   requests beside slow ones make a window's count hinge on how many slow ones landed
+//!   in it; by Little's law, more threads busy at the same time per request complete
+//!   more in proportion). A loss within the noise is no loss for a probe down. A thread that waits on
 //!   something that scales (a remote database with spare capacity) keeps S flat and
 //!   completions rise with the threads; one that waits on contention (a SQLite file lock, a
 //!   5-connection pool, an application lock) raises S in proportion and completions stay:
@@ -70,7 +75,11 @@
 use std::time::{Duration, Instant};
 
 mod changelog;
+mod decision;
 mod measure;
+#[cfg(test)]
+mod request_tests;
+mod routes;
 #[cfg(test)]
 mod shared_tests;
 #[cfg(test)]
@@ -78,8 +87,10 @@ mod tests;
 mod verdicts;
 
 pub(crate) use changelog::ChangeLog;
+pub(crate) use decision::{Decision, Rule};
 pub(crate) use measure::{Heard, Rate};
 use measure::{Known, Window};
+pub(crate) use routes::Route;
 
 /// Longest a new worker runs one thread waiting for its first request to finish.
 pub(crate) const SETTLE: Duration = Duration::from_secs(2);
@@ -108,6 +119,12 @@ const GAIN_MIN: f64 = 0.2;
 /// noise in it or the demand left: by Little's law its extra threads carry requests, not a
 /// queue.
 const SERVICE_RISE_MAX: f64 = 0.25;
+/// Above this spread (coefficient of variation) of one route's times, they are a queue's
+/// and their mean over a window is too uncertain to judge a step by.
+const ROUTE_SPREAD_MAX: f64 = 1.0;
+/// A window whose completions account for less than this share of its threads' busy time
+/// missed requests still in flight: its time per request is understated.
+const ACCOUNTED_MIN: f64 = 0.7;
 /// Share of the throughput a smaller pool may lose and still be kept.
 const LOSS_MAX: f64 = 0.05;
 /// However noisy the application, a smaller pool that loses more than this is not kept.
@@ -189,51 +206,6 @@ pub(crate) struct Sample {
     pub all_served: Option<Heard>,
 }
 
-/// The rule behind a decision, named in the log and in `/status`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Rule {
-    WarmStart,
-    ProbeUp,
-    Gain,
-    NoGain,
-    ProbeDown,
-    FewerSuffice,
-    FewerLose,
-    Stalled,
-    Unused,
-    GilContention,
-    Idle,
-}
-
-impl Rule {
-    /// The rule's name, as the log and `/status` show it.
-    pub fn name(self) -> &'static str {
-        match self {
-            Rule::WarmStart => "warm-start",
-            Rule::ProbeUp => "probe-up",
-            Rule::Gain => "gain",
-            Rule::NoGain => "no-gain",
-            Rule::ProbeDown => "probe-down",
-            Rule::FewerSuffice => "fewer-suffice",
-            Rule::FewerLose => "fewer-lose",
-            Rule::Stalled => "stalled",
-            Rule::Unused => "unused",
-            Rule::GilContention => "gil-contention",
-            Rule::Idle => "idle",
-        }
-    }
-}
-
-/// A decision: the thread target from one count to another (the same for a verdict that
-/// keeps it), the rule, and why in numbers.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Decision {
-    pub from: u16,
-    pub to: u16,
-    pub rule: Rule,
-    pub why: String,
-}
-
 /// What the current level is for.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Phase {
@@ -263,10 +235,10 @@ pub(crate) struct Sizing {
     hold: Duration,
     /// A probe up failed at this level: the next probe goes down.
     plateau: bool,
-    /// The step just kept scaled almost perfectly (`CLEAR_GAIN` of it): the climb from it
-    /// doubles, however large the pool (a scalable wait of 100 ms reaches 128 threads in
-    /// seven steps instead of nine).
-    scaled: bool,
+    /// Steps in a row, up to the one just kept, that scaled almost perfectly (`CLEAR_GAIN`
+    /// of it): after one the climb doubles however large the pool, after two it takes two
+    /// steps at once.
+    scaled: u8,
     known: Known,
     /// Since when threads went unused, and the most that were busy meanwhile.
     unused: Option<(Instant, f64)>,
@@ -289,7 +261,7 @@ impl Sizing {
             hold_until: now,
             hold: HOLD_FIRST,
             plateau: false,
-            scaled: false,
+            scaled: 0,
             known: Known::default(),
             unused: None,
             last: None,
@@ -368,9 +340,9 @@ impl Sizing {
         })
     }
 
-    /// A request that started at `started` finished at `now`.
-    pub fn done(&mut self, started: Instant, now: Instant) {
-        self.window.done(started, now);
+    /// A request of `route` that started at `started` finished at `now`.
+    pub fn done(&mut self, started: Instant, now: Instant, route: Route) {
+        self.window.done(started, now, route);
     }
 
     /// Decides on a sample: a change of the target, or a verdict on a probe.
@@ -396,7 +368,7 @@ impl Sizing {
             // Idle: the next level's window starts with its first request, not in the lull.
             self.window = Window::new(s.now);
         }
-        self.window.tick(waiting);
+        self.window.tick(s.now, s.busy, waiting);
         self.window.all(s.all_served);
         if let Some(d) = self.stalled(s, waiting) {
             return Some(d);
@@ -408,12 +380,14 @@ impl Sizing {
             Phase::Up { from } => {
                 let d = self.judge_up(from, rate, mostly_waiting, s.now);
                 if d.rule != Rule::Gain || !mostly_waiting {
-                    self.scaled = false;
+                    self.scaled = 0;
                     return Some(d);
                 }
                 // It paid and requests still wait: climb on from the count just measured.
                 let next = self.settled(rate, s, mostly_waiting, busy_avg);
-                self.scaled = false;
+                if next.is_none() {
+                    self.scaled = 0;
+                }
                 Some(next.map_or(d.clone(), |n| Decision {
                     why: format!("{}; {}", d.why, n.why),
                     ..n
@@ -501,10 +475,15 @@ impl Sizing {
                     tracing::debug!("no growth: {veto}");
                     return None;
                 }
-                let to = if self.scaled {
-                    t.saturating_mul(2)
-                } else {
-                    step_up(t)
+                // After steps that scaled almost perfectly, longer ones: a cold worker in
+                // front of a 100 ms backend reaches 128 threads in five measured steps
+                // instead of seven. Two steps at once only after two perfect ones: a
+                // semaphore of 2 scales perfectly from 1 to 2, and a probe to 8 would
+                // put four times its width inside the application.
+                let to = match self.scaled {
+                    0 => step_up(t),
+                    1 => t.saturating_mul(2),
+                    _ => step_up(step_up(t)),
                 };
                 let to = to.min(self.limits.max);
                 self.phase = Phase::Up { from: rate };

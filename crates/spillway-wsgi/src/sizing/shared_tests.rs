@@ -45,7 +45,7 @@ fn run_two(front_reports: bool, secs: f64) -> ([u16; 2], String) {
             credit[w] += LOCK_RATE * f64::from(busy[w]) / all_busy * TICK.as_secs_f64();
             while credit[w] >= 1.0 {
                 credit[w] -= 1.0;
-                pools[w].done(now - service, now);
+                pools[w].done(now - service, now, Route::default());
                 last_done[w] = now;
                 total += 1;
             }

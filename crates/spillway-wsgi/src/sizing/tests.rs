@@ -4,7 +4,7 @@
 
 use super::*;
 
-const OPEN: ThreadLimits = ThreadLimits {
+pub(super) const OPEN: ThreadLimits = ThreadLimits {
     min: 1,
     max: 128,
     pinned: None,
@@ -113,7 +113,7 @@ impl Sim {
             self.credit += self.factor * f64::from(busy) * TICK.as_secs_f64() / s.as_secs_f64();
             while self.credit >= 1.0 {
                 self.credit -= 1.0;
-                self.sizing.done(self.now - s, self.now);
+                self.sizing.done(self.now - s, self.now, Route::default());
                 self.last_done = self.now;
             }
             let sample = Sample {
@@ -395,7 +395,8 @@ fn the_fast_paths_veto_growth() {
         for i in 1..=400u32 {
             let now = t0 + TICK * i;
             if i % every == 0 {
-                sim.sizing.done(now - Duration::from_millis(10), now);
+                sim.sizing
+                    .done(now - Duration::from_millis(10), now, Route::default());
             }
             let mut s = sample(now, sim.target(), 20, 0.1);
             tweak(&mut s);
@@ -428,7 +429,8 @@ fn the_fast_paths_veto_growth() {
             let now = t0 + TICK * i;
             // Every thread busy with 10 ms requests: half of them finish per tick.
             for _ in 0..sim.target() / 2 {
-                sim.sizing.done(now - Duration::from_millis(10), now);
+                sim.sizing
+                    .done(now - Duration::from_millis(10), now, Route::default());
             }
             let mut s = sample(now, sim.target(), 20, 0.1);
             tweak(&mut s);

@@ -36,23 +36,49 @@ impl Sizing {
         // per request tells: it stays flat when the extra threads serve requests, and rises
         // in proportion when they only queue for a lock, a connection or the GIL (which
         // also empties the front's queue, into the application).
+        let flat_max = 1.0 + SERVICE_RISE_MAX * (ideal - 1.0);
         let flat = gain >= 1.0
             && taken.is_none()
-            && rate.service.as_secs_f64()
-                <= from.service.as_secs_f64() * (1.0 + SERVICE_RISE_MAX * (ideal - 1.0));
-        if clear || flat {
+            && rate.service.as_secs_f64() <= from.service.as_secs_f64() * flat_max;
+        // At a few threads, fast requests beside slow ones make any window's count hinge
+        // on how many slow ones landed in it; the same requests' time does not. With every
+        // thread busy and requests waiting, the same routes taking as long (their times
+        // consistent, and the windows' completions accounting for the threads' busy time,
+        // so no long request hid in flight) means, by Little's law, the extra threads
+        // complete more in proportion, whatever this window counted.
+        let same = from.routes.compare(&rate.routes).filter(|c| {
+            saturated
+                && taken.is_none()
+                && c.ratio <= flat_max
+                && c.spread <= ROUTE_SPREAD_MAX
+                && from.accounted.min(rate.accounted) >= ACCOUNTED_MIN
+        });
+        if clear || flat || same.is_some() {
             self.hold = HOLD_FIRST;
             self.plateau = false;
-            let why = format!(
-                "{t} threads raised throughput: {before:.0} -> {after:.0} req/s ({:+.0}%; {:+.0}% if it scaled), {:.1} -> {:.1} ms per request{}",
-                (gain - 1.0) * 100.0,
-                (ideal - 1.0) * 100.0,
-                ms(from.service),
-                ms(rate.service),
-                if saturated { "" } else { "; no request waits any more" }
-            );
+            let why = match same {
+                Some(c) if !(clear || flat) => format!(
+                    "{t} threads served the same requests in {:.2}x the time each, route by route (over {:.0}% of the threads' time), with all busy: by Little's law they complete {ideal:.1}x as much, whatever a window counts ({before:.0} -> {after:.0} req/s, {:.1} -> {:.1} ms per request: at a few threads, which slow requests land in a window moves both)",
+                    c.ratio,
+                    c.covered * 100.0,
+                    ms(from.service),
+                    ms(rate.service),
+                ),
+                _ => format!(
+                    "{t} threads raised throughput: {before:.0} -> {after:.0} req/s ({:+.0}%; {:+.0}% if it scaled), {:.1} -> {:.1} ms per request{}",
+                    (gain - 1.0) * 100.0,
+                    (ideal - 1.0) * 100.0,
+                    ms(from.service),
+                    ms(rate.service),
+                    if saturated { "" } else { "; no request waits any more" }
+                ),
+            };
             let d = self.set(t, now, Rule::Gain, why);
-            self.scaled = gain >= 1.0 + CLEAR_GAIN * (ideal - 1.0);
+            self.scaled = if gain >= 1.0 + CLEAR_GAIN * (ideal - 1.0) {
+                self.scaled.saturating_add(1)
+            } else {
+                0
+            };
             return d;
         }
         // A verdict on a window where the queue emptied (demand met, or the load left), or
