@@ -5,7 +5,7 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 
-use super::tests::OPEN;
+use super::tests::{quiet_host, OPEN};
 use super::*;
 
 const TICK: Duration = Duration::from_millis(5);
@@ -159,18 +159,8 @@ impl Sim {
             }
             self.now = tick_end;
             let busy = self.busy() as u16;
-            let sample = Sample {
-                now: self.now,
-                fresh: true,
-                since_done: self.now - self.last_done,
-                front_full: false,
-                busy,
-                oldest_wait: self.queue.iter().map(|&(_, at)| self.now - at).max(),
-                cpu: 0.1,
-                host_busy: 0.3,
-                gil_wait: Duration::ZERO,
-                all_served: None,
-            };
+            let oldest_wait = self.queue.iter().map(|&(_, at)| self.now - at).max();
+            let sample = quiet_host(self.now, self.now - self.last_done, busy, oldest_wait, 0.1);
             if let Some(d) = self.sizing.decide(&sample) {
                 self.decisions.push(d);
             }
@@ -193,11 +183,19 @@ impl Sim {
     }
 
     fn log(&self) -> String {
-        self.decisions
-            .iter()
-            .map(|d| format!("{} -> {} [{}] {}", d.from, d.to, d.rule.name(), d.why))
-            .collect::<Vec<_>>()
-            .join("\n")
+        super::tests::log(&self.decisions)
+    }
+
+    /// Runs 100 clients for 15 s and checks the pool stayed at 4 threads or fewer.
+    fn stays_small(app: App) {
+        let mut sim = Sim::new(app, 100);
+        sim.run(15.0);
+        assert!(
+            sim.peak_after(1.0) <= 4,
+            "the pool grew to {}; decisions:\n{}",
+            sim.peak_after(1.0),
+            sim.log()
+        );
     }
 }
 
@@ -225,26 +223,12 @@ fn fast_requests_beside_slow_ones_get_threads_past_the_slow_ones() {
 #[test]
 fn requests_that_take_longer_with_more_threads_keep_the_pool_small() {
     // Each request holds one lock for 2 ms: more threads only queue on it.
-    let mut sim = Sim::new(App::Lock, 100);
-    sim.run(15.0);
-    assert!(
-        sim.peak_after(1.0) <= 4,
-        "the pool grew to {}; decisions:\n{}",
-        sim.peak_after(1.0),
-        sim.log()
-    );
+    Sim::stays_small(App::Lock);
 }
 
 #[test]
 fn requests_that_wait_on_a_busy_handler_keep_the_pool_small() {
     // Most requests find the lock free and take 2 ms; those that find it held sleep and
     // look again, up to 100 ms at a time: widely spread times, longer with more threads.
-    let mut sim = Sim::new(App::Busy, 100);
-    sim.run(15.0);
-    assert!(
-        sim.peak_after(1.0) <= 4,
-        "the pool grew to {}; decisions:\n{}",
-        sim.peak_after(1.0),
-        sim.log()
-    );
+    Sim::stays_small(App::Busy);
 }

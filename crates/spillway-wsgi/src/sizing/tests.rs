@@ -116,18 +116,13 @@ impl Sim {
                 self.sizing.done(self.now - s, self.now, Route::default());
                 self.last_done = self.now;
             }
-            let sample = Sample {
-                now: self.now,
-                fresh: true,
-                since_done: self.now - self.last_done,
-                front_full: false,
+            let sample = quiet_host(
+                self.now,
+                self.now - self.last_done,
                 busy,
-                oldest_wait: (clients > t).then_some(Duration::from_millis(5)),
-                cpu: (shape.cpu)(busy),
-                host_busy: 0.3,
-                gil_wait: Duration::ZERO,
-                all_served: None,
-            };
+                (clients > t).then_some(Duration::from_millis(5)),
+                (shape.cpu)(busy),
+            );
             if let Some(d) = self.sizing.decide(&sample) {
                 self.decisions.push(d);
             }
@@ -175,12 +170,39 @@ impl Sim {
     }
 
     fn log(&self) -> String {
-        self.decisions
-            .iter()
-            .map(|d| format!("{} -> {} [{}] {}", d.from, d.to, d.rule.name(), d.why))
-            .collect::<Vec<_>>()
-            .join("\n")
+        log(&self.decisions)
     }
+}
+
+/// A sample on a host 30 % busy, with no GIL contention and no word from the front.
+pub(super) fn quiet_host(
+    now: Instant,
+    since_done: Duration,
+    busy: u16,
+    oldest_wait: Option<Duration>,
+    cpu: f64,
+) -> Sample {
+    Sample {
+        now,
+        fresh: true,
+        since_done,
+        front_full: false,
+        busy,
+        oldest_wait,
+        cpu,
+        host_busy: 0.3,
+        gil_wait: Duration::ZERO,
+        all_served: None,
+    }
+}
+
+/// Decisions one per line, for a failed assertion.
+pub(super) fn log(decisions: &[Decision]) -> String {
+    decisions
+        .iter()
+        .map(|d| format!("{} -> {} [{}] {}", d.from, d.to, d.rule.name(), d.why))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 #[test]
