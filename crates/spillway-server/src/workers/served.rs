@@ -27,14 +27,12 @@ pub(crate) async fn run(sup: Arc<Supervisor>) {
     loop {
         tick.tick().await;
         let workers = sup.workers();
-        let mut now_seen = HashMap::with_capacity(workers.len());
         for w in &workers {
             let n = w.served();
-            let before = seen.get(&w.pid).copied().unwrap_or(0);
+            let before = seen.insert(w.pid, n).unwrap_or(0);
             total += n.saturating_sub(before);
-            now_seen.insert(w.pid, n);
         }
-        seen = now_seen;
+        seen.retain(|pid, _| workers.iter().any(|w| w.pid == *pid));
         if total == sent {
             continue;
         }
